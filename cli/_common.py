@@ -1,0 +1,46 @@
+"""Shared CLI plumbing: exit codes, error type, output helpers. No tracebacks reach a user."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn, TextIO
+
+# Distinct exit codes, documented in docs/operator.md.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the operation failed for a reason stated on stderr
+EXIT_USAGE = 2  # bad arguments or config
+EXIT_UNREACHABLE = 3  # server or daemon could not be reached
+EXIT_REFUSED = 4  # server/daemon refused (auth, expired/used/revoked token, permission)
+EXIT_TRUST = 5  # the server is not the one the token pins (CA fingerprint mismatch)
+EXIT_NOT_ENROLLED = 6  # this state dir holds no identity yet
+
+
+class CLIError(Exception):
+    """A failure to report on stderr as ``<prog>: <message>`` with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def emit_json(obj: Any, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    json.dump(obj, stream, indent=2, sort_keys=True, default=str)
+    stream.write("\n")
+
+
+def emit_table(rows: list[list[str]], headers: list[str], out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    stream.write(fmt.format(*headers).rstrip() + "\n")
+    for row in rows:
+        stream.write(fmt.format(*row).rstrip() + "\n")
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    raise CLIError(message, code)
