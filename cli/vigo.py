@@ -23,7 +23,8 @@ local control socket, which identifies you by your uid."""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vigo", description=DESCRIPTION,
+        prog="vigo",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)

@@ -213,18 +213,15 @@ class HTTPSServer:
             return None
         return identity_from_der(der)
 
-    async def _serve_connection(self, stream: trio.SSLStream[trio.SocketStream], remote: str) -> None:
-        refusal: str | None = None
+    async def _serve_connection(
+        self, stream: trio.SSLStream[trio.SocketStream], remote: str
+    ) -> None:
+        bad_identity: str | None = None
         peer: PeerIdentity | None = None
         try:
             peer = self._peer_of(stream)
         except IdentityError as exc:
-            refusal = f"certificate rejected: {exc}"
-        if refusal is None and self.admit is not None:
-            refusal = self.admit(peer)
-        if refusal is not None:
-            self.stats.refused += 1
-            log.info("%s: refused %s from %s: %s", self.name, peer.label if peer else "anonymous", remote, refusal)
+            bad_identity = f"certificate rejected: {exc}"
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             with trio.move_on_after(self.limits.idle_timeout_s) as idle:
@@ -234,6 +231,15 @@ class HTTPSServer:
             if not isinstance(event, h11.Request):
                 return
             self.stats.requests += 1
+            # Admission is checked per request, not per connection, so a revocation
+            # learned at check-in also ends keep-alive connections opened before it.
+            refusal = bad_identity
+            if refusal is None and self.admit is not None:
+                refusal = self.admit(peer)
+            if refusal is not None:
+                self.stats.refused += 1
+                who = peer.label if peer else "anonymous"
+                log.info("%s: refused %s from %s: %s", self.name, who, remote, refusal)
             with trio.move_on_after(self.limits.request_timeout_s) as deadline:
                 response = await self._respond(conn, stream, event, peer, remote, refusal)
                 await _send_response(conn, stream, response)
@@ -293,7 +299,7 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
                 data = await stream.receive_some(READ_BYTES)
             except (trio.BrokenResourceError, ssl.SSLError):
                 data = b""
-            conn.receive_data(data)
+            conn.receive_data(data if isinstance(data, bytes) else bytes(data))
             continue
         return event
 

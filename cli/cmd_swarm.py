@@ -1,0 +1,100 @@
+"""``vigo swarm status|peers`` — ask the running daemon over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._common import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, CLIError, emit_json, emit_table
+from .cmd_agent import add_state_dir, state_dir_of
+
+STATUS_HELP = """\
+Show this envoy's swarm state: identity, peer channel port, advertised addresses,
+confirmed peers and candidates, multicast and check-in statistics."""
+
+PEERS_HELP = """\
+List the envoys this daemon has confirmed as peers: each was hinted by multicast or by
+the server, then dialled over mutual TLS, and its certificate named the hinted UUID.
+--all also lists candidates (hinted, not or not yet confirmed) with their last error."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    swarm = sub.add_parser("swarm", help="the swarm as this envoy sees it")
+    verbs = swarm.add_subparsers(dest="swarm_verb", metavar="VERB", required=True)
+    for name, helptext, func in (
+        ("status", STATUS_HELP, cmd_status),
+        ("peers", PEERS_HELP, cmd_peers),
+    ):
+        p = verbs.add_parser(
+            name,
+            help=helptext.splitlines()[0],
+            description=helptext,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_state_dir(p)
+        p.add_argument(
+            "--socket", type=Path, help="control socket (default STATE_DIR/control.sock)"
+        )
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        if name == "peers":
+            p.add_argument("--all", action="store_true", help="include unconfirmed candidates")
+
+
+def ask(args: argparse.Namespace, op: str, op_args: dict[str, Any] | None = None) -> Any:
+    from vigo_agent.control import ControlError, call
+    from vigo_agent.paths import StatePaths
+
+    path = args.socket or StatePaths(state_dir_of(args)).control_socket
+    try:
+        return call(path, op, op_args)
+    except ControlError as exc:
+        code = EXIT_UNREACHABLE if exc.code in ("not_running", "timeout") else EXIT_REFUSED
+        hint = " (is `vigo agent run` running?)" if exc.code == "not_running" else ""
+        raise CLIError(f"{exc.message}{hint}", code) from exc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = ask(args, "status")
+    if args.json:
+        emit_json(status)
+        return EXIT_OK
+    ck = status.get("checkin", {})
+    lines = [
+        ("envoy", f"{status['hostname']} ({status['uuid']})"),
+        ("peer channel", f"port {status['port']}, advertising {', '.join(status['advertise'])}"),
+        ("peers", f"{status['peers_confirmed']} confirmed, {status['candidates']} candidates"),
+        ("server", status["server_url"]),
+        (
+            "check-in",
+            f"{ck.get('ok', 0)} ok, {ck.get('failed', 0)} failed"
+            + (f"; last error: {ck['last_error']}" if ck.get("last_error") else ""),
+        ),
+        ("revoked certs", str(status["revoked_serials"])),
+        ("uptime", f"{status['uptime_s']} s"),
+        ("you", f"uid {status['caller']['uid']}"),
+    ]
+    for key, value in lines:
+        print(f"{key + ':':<15}{value}")
+    return EXIT_OK
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = ask(args, "peers", {"all": bool(args.all)})
+    if args.json:
+        emit_json(peers)
+        return EXIT_OK
+    rows = [
+        [
+            p["hostname"] or "?",
+            p["uuid"],
+            p["address"] or ",".join(p["addresses"]),
+            "yes" if p["confirmed"] else "no",
+            "+".join(p["sources"]),
+            p["last_error"][:40],
+        ]
+        for p in peers
+    ]
+    emit_table(rows, ["HOSTNAME", "UUID", "ADDRESS", "CONFIRMED", "SOURCE", "LAST ERROR"])
+    return EXIT_OK

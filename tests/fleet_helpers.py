@@ -1,0 +1,64 @@
+"""Test helpers: a real fleet CA and envoy state dirs as enrollment leaves them.
+
+Used by swarm/agent integration tests that need identities without running the
+server lite; the enrollment path itself is tested against a real server in tests/server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigo_agent.paths import StatePaths
+from vigo_server_lite.ca import FleetCA
+from vigo_swarm import NodeIdentity, pki
+
+
+@dataclass(frozen=True)
+class FakeEnrolled:
+    name: str
+    uuid: uuid.UUID
+    paths: StatePaths
+    serial: int
+
+    @property
+    def node_identity(self) -> NodeIdentity:
+        p = self.paths
+        return NodeIdentity(self.uuid, self.name, p.cert, p.key, p.ca)
+
+
+def make_envoy(
+    ca: FleetCA,
+    root: Path,
+    name: str,
+    *,
+    server_url: str = "https://127.0.0.1:1",
+    not_before: dt.datetime | None = None,
+    validity: dt.timedelta = dt.timedelta(days=1),
+) -> FakeEnrolled:
+    paths = StatePaths(root / name)
+    key = pki.generate_key()
+    ident = uuid.uuid4()
+    issued = ca.issue_envoy(
+        pki.make_csr(key, name), ident, name, not_before=not_before, validity=validity
+    )
+    pki.write_secret_file(paths.key, pki.key_to_pem(key))
+    pki.write_public_file(paths.cert, issued.pem)
+    pki.write_public_file(paths.ca, ca.cert_pem)
+    pki.write_public_file(
+        paths.envoy_json,
+        json.dumps(
+            {
+                "uuid": str(ident),
+                "hostname": name,
+                "server_url": server_url,
+                "authority_public_key": ca.authority_public_hex,
+                "checkin_interval_s": 30,
+                "enrolled_at": "test",
+            }
+        ).encode(),
+    )
+    return FakeEnrolled(name, ident, paths, issued.serial)

@@ -1,0 +1,203 @@
+"""Check-in: report our addresses to the server lite; learn peer hints and revocations.
+
+The loop never stops the daemon: while the server is down it backs off exponentially
+(with jitter, capped) and the swarm keeps running on what it already knows — the last
+revocation list is persisted so a restart applies it before the first check-in.
+
+``parse_answer`` and ``next_delay_s`` are pure; ``CheckinService`` does the IO with our
+own HTTP/1.1 client (``vigo_swarm.http11``), which checks that the far end presents
+the server lite's certificate from our fleet CA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from vigo_swarm import ServerHint, SwarmNode, http11, pki
+from vigo_swarm.pki import write_public_file
+
+log = logging.getLogger(__name__)
+
+CHECKIN_PATH = "/api/v1/checkin"
+
+
+class CheckinError(Exception):
+    """A check-in failed; the message says why (unreachable, refused, bad answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinAnswer:
+    peers: tuple[ServerHint, ...]
+    revoked_serials: frozenset[int]
+    revoked_uuids: frozenset[uuid.UUID]
+    interval_s: float | None
+
+
+def parse_answer(obj: Any) -> CheckinAnswer:
+    """Validate the server's answer; anything malformed is a ``CheckinError``."""
+    try:
+        peers = tuple(
+            ServerHint(
+                uuid=uuid.UUID(str(p["uuid"])),
+                hostname=str(p["hostname"]) if p.get("hostname") else None,
+                addresses=tuple(str(a) for a in p["addresses"][:32]),
+                port=int(p["port"]),
+            )
+            for p in obj.get("peers", [])
+        )
+        revoked = obj.get("revoked", {})
+        serials = frozenset(int(str(s), 16) for s in revoked.get("serials", []))
+        uuids = frozenset(uuid.UUID(str(u)) for u in revoked.get("uuids", []))
+        interval = obj.get("checkin_interval_s")
+        interval_s = float(interval) if interval is not None else None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckinError(f"malformed check-in answer: {exc}") from exc
+    return CheckinAnswer(peers, serials, uuids, interval_s)
+
+
+def next_delay_s(interval_s: float, failures: int, backoff_max_s: float, rand: float) -> float:
+    """Seconds to the next check-in. ``rand`` ∈ [0, 1) supplies the splay.
+
+    Success: the interval ±10 %. After ``failures`` consecutive failures: 1, 2, 4 … s,
+    capped at ``backoff_max_s``, with up to 25 % jitter so a fleet does not stampede a
+    server coming back.
+    """
+    if failures == 0:
+        return interval_s * (0.9 + 0.2 * rand)
+    base = min(backoff_max_s, float(2 ** min(failures - 1, 30)))
+    return base * (0.75 + 0.25 * rand)
+
+
+@dataclass(slots=True)
+class CheckinStats:
+    ok: int = 0
+    failed: int = 0
+    consecutive_failures: int = 0
+    last_ok_unix: float | None = None
+    last_error: str = ""
+    interval_s: float = 0.0
+
+
+@dataclass(slots=True)
+class CheckinService:
+    node: SwarmNode
+    server_url: str
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    revocations_file: Path
+    interval_s: float
+    interval_fixed: bool = False  # agent.yaml set it: ignore the server's value
+    backoff_max_s: float = 300.0
+    stats: CheckinStats = field(default_factory=CheckinStats)
+    _wake: trio.Event = field(default_factory=trio.Event)
+
+    def load_saved_revocations(self) -> None:
+        try:
+            saved = json.loads(self.revocations_file.read_text())
+            answer = parse_answer({"revoked": saved})
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, CheckinError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.revocations_file, exc)
+            return
+        self.node.apply_revocations(answer.revoked_serials, answer.revoked_uuids)
+
+    def trigger(self) -> None:
+        """Check in now (e.g. asked through the control socket)."""
+        self._wake.set()
+
+    async def checkin_once(self) -> CheckinAnswer:
+        url = urlsplit(self.server_url)
+        if url.scheme != "https" or not url.hostname:
+            raise CheckinError(f"server URL {self.server_url!r} is not https://HOST[:PORT]")
+        ctx = pki.client_context(self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
+        body = json.dumps(
+            {
+                "addresses": list(self.node.advertise),
+                "port": self.node.port,
+                "manifest_version": self.node.manifest_version,
+                "hostname": self.node.identity.hostname,
+            }
+        ).encode()
+        try:
+            async with await http11.connect(
+                url.hostname, url.port or 443, ctx, expect_server=True
+            ) as conn:
+                resp = await conn.request(
+                    "POST", CHECKIN_PATH, body=body, headers={"content-type": "application/json"}
+                )
+        except http11.ClientError as exc:
+            raise CheckinError(f"server unreachable: {exc}") from exc
+        if resp.status != 200:
+            raise CheckinError(f"server refused check-in ({resp.status}): {_message(resp)}")
+        try:
+            return parse_answer(resp.json())
+        except http11.ClientError as exc:
+            raise CheckinError(str(exc)) from exc
+
+    def _apply(self, answer: CheckinAnswer) -> None:
+        self.node.apply_revocations(answer.revoked_serials, answer.revoked_uuids)
+        self.node.add_server_hints(answer.peers)
+        if answer.interval_s and not self.interval_fixed:
+            self.interval_s = answer.interval_s
+        saved = {
+            "serials": [f"{s:x}" for s in sorted(answer.revoked_serials)],
+            "uuids": sorted(str(u) for u in answer.revoked_uuids),
+        }
+        write_public_file(self.revocations_file, json.dumps(saved).encode(), 0o600)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.load_saved_revocations()
+        task_status.started()
+        while True:
+            try:
+                answer = await self.checkin_once()
+                self._apply(answer)
+            except CheckinError as exc:
+                self.stats.failed += 1
+                self.stats.consecutive_failures += 1
+                self.stats.last_error = str(exc)
+                level = (
+                    logging.WARNING if self.stats.consecutive_failures in (1, 5) else logging.DEBUG
+                )
+                log.log(
+                    level, "check-in failed (%d in a row): %s", self.stats.consecutive_failures, exc
+                )
+            else:
+                if self.stats.consecutive_failures:
+                    log.info(
+                        "check-in works again after %d failures", self.stats.consecutive_failures
+                    )
+                self.stats.ok += 1
+                self.stats.consecutive_failures = 0
+                self.stats.last_ok_unix = time.time()
+                self.stats.last_error = ""
+            self.stats.interval_s = self.interval_s
+            delay = next_delay_s(
+                self.interval_s,
+                self.stats.consecutive_failures,
+                self.backoff_max_s,
+                random.random(),
+            )
+            self._wake = trio.Event()
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+
+
+def _message(resp: http11.ClientResponse) -> str:
+    try:
+        err = resp.json()["error"]
+        return f"{err['code']}: {err['message']}"
+    except (http11.ClientError, KeyError, TypeError):
+        return resp.body[:200].decode("utf-8", "replace")

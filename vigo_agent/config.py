@@ -1,0 +1,118 @@
+"""The daemon's configuration: ``<state>/agent.yaml``, typed and strict.
+
+Every key is optional; an unknown key, a wrong type or an out-of-range value is a
+``ConfigError`` that names the key and the file. Units are in the names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """agent.yaml is unreadable or holds a key or value we refuse."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    listen_address: str = ""  # peer channel bind address; "" = all
+    port: int = 1531
+    advertise_addresses: tuple[str, ...] = ()
+    multicast_enabled: bool = True
+    multicast_group: str = "224.0.0.42"
+    multicast_port: int = 1531
+    multicast_interface: str = ""
+    announce_interval_s: float = 5.0
+    server_hints_enabled: bool = True
+    checkin_interval_s: float = 0.0  # 0 = what the server says at enrollment/check-in
+    checkin_backoff_max_s: float = 300.0
+    peer_expire_s: float = 0.0  # 0 = derived from the announce and check-in intervals
+    peer_confirm_ttl_s: float = 60.0
+    control_socket: str = ""  # "" = <state>/control.sock
+    log_level: str = "info"
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "port": (1, 65535),
+    "multicast_port": (1, 65535),
+    "announce_interval_s": (0.2, 3600),
+    "checkin_interval_s": (0, 86400),
+    "checkin_backoff_max_s": (1, 86400),
+    "peer_expire_s": (0, 86400),
+    "peer_confirm_ttl_s": (1, 86400),
+}
+_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def _check_ip(key: str, value: str, *, multicast: bool = False) -> None:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not an IP address") from exc
+    if multicast and not ip.is_multicast:
+        raise ConfigError(f"{key}: {value} is not a multicast group")
+
+
+def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
+    """Validate a parsed YAML document (pure; ``source`` names the file in errors)."""
+    if data is None:
+        return AgentConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys to values")
+    known = {f.name: f for f in fields(AgentConfig)}
+    defaults = AgentConfig()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: {key} must be true or false")
+        elif isinstance(default, int | float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{source}: {key} must be a number")
+            low, high = _RANGES[key]
+            if not low <= value <= high:
+                raise ConfigError(f"{source}: {key}={value} is outside {low:g}..{high:g}")
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {key} must be a list of strings")
+            for item in value:
+                _check_ip(key, item)
+            value = tuple(value)
+        elif not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string")
+        values[key] = value
+    cfg = AgentConfig(**values)
+    if cfg.listen_address:
+        _check_ip("listen_address", cfg.listen_address)
+    if cfg.multicast_interface:
+        _check_ip("multicast_interface", cfg.multicast_interface)
+    _check_ip("multicast_group", cfg.multicast_group, multicast=True)
+    if cfg.log_level not in _LEVELS:
+        raise ConfigError(f"{source}: log_level must be one of {', '.join(sorted(_LEVELS))}")
+    return cfg
+
+
+def load_config(path: Path) -> AgentConfig:
+    """agent.yaml if it exists, else the defaults."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return AgentConfig()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(text) > 1 << 20:
+        raise ConfigError(f"{path}: over 1 MiB; refusing to parse")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(data, str(path))

@@ -1,0 +1,137 @@
+"""``vigo agent run``: the envoy daemon's nursery tree.
+
+    root nursery
+    ├── SwarmNode            peer channel (TCP 1531, mTLS), multicast discovery, prober
+    ├── CheckinService       reports to the server lite; feeds hints and revocations
+    ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
+    └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
+
+Every service is started with ``nursery.start`` and is ready when it returns; the
+daemon logs "ready" only when all are. A restart reuses the identity on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, TableConfig
+from vigo_swarm.node import vars_of
+
+from .checkin import CheckinService
+from .config import AgentConfig, load_config
+from .control import Caller, ControlServer
+from .identity import EnvoyIdentity, load_identity
+from .paths import StatePaths
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 4.0
+
+
+def swarm_config(cfg: AgentConfig, checkin_interval_s: float) -> SwarmConfig:
+    """Pure: agent.yaml → the swarm's config. Peers outlive a few missed hints."""
+    expire = cfg.peer_expire_s or max(3 * cfg.announce_interval_s, 2.5 * checkin_interval_s)
+    return SwarmConfig(
+        listen_address=cfg.listen_address,
+        port=cfg.port,
+        advertise_addresses=cfg.advertise_addresses,
+        multicast_enabled=cfg.multicast_enabled,
+        server_hints_enabled=cfg.server_hints_enabled,
+        discovery=DiscoveryConfig(
+            group=cfg.multicast_group,
+            port=cfg.multicast_port,
+            interface_address=cfg.multicast_interface,
+            announce_interval_s=cfg.announce_interval_s,
+        ),
+        table=TableConfig(confirm_ttl_s=cfg.peer_confirm_ttl_s, expire_s=expire),
+    )
+
+
+class Daemon:
+    def __init__(self, paths: StatePaths, config: AgentConfig, identity: EnvoyIdentity) -> None:
+        self.paths = paths
+        self.config = config
+        self.identity = identity
+        interval = config.checkin_interval_s or identity.checkin_interval_s
+        self.node = SwarmNode(
+            NodeIdentity(identity.uuid, identity.hostname, paths.cert, paths.key, paths.ca),
+            swarm_config(config, interval),
+        )
+        self.checkin = CheckinService(
+            node=self.node,
+            server_url=identity.server_url,
+            ca_file=paths.ca,
+            cert_file=paths.cert,
+            key_file=paths.key,
+            revocations_file=paths.revocations_json,
+            interval_s=interval,
+            interval_fixed=bool(config.checkin_interval_s),
+            backoff_max_s=config.checkin_backoff_max_s,
+        )
+        socket_path = Path(config.control_socket) if config.control_socket else paths.control_socket
+        self.control = ControlServer(socket_path)
+        self.control.register("status", self._op_status)
+        self.control.register("peers", self._op_peers)
+        self.control.register("checkin", self._op_checkin)
+        self.started_unix = time.time()
+
+    async def _op_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self.node.status(),
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_unix, 1),
+            "server_url": self.identity.server_url,
+            "checkin": vars_of(self.checkin.stats),
+            "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
+        }
+
+    async def _op_peers(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
+        views = self.node.peers(include_candidates=bool(args.get("all")))
+        return [{**asdict(v), "uuid": str(v.uuid)} for v in views]
+
+    async def _op_checkin(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        if not caller.is_root:
+            from .control import ControlError
+
+            raise ControlError("permission", "only root may trigger a check-in")
+        self.checkin.trigger()
+        return {"triggered": True}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(self.node.run)
+            await nursery.start(self.checkin.run)
+            await nursery.start(self.control.run)
+            log.info(
+                "envoy %s (%s) ready: peer channel on port %d, control socket %s",
+                self.identity.hostname,
+                self.identity.uuid,
+                port,
+                self.control.path,
+            )
+            task_status.started()
+
+
+async def run_daemon(state_dir: Path, config_path: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT; then cancel everything with a grace deadline."""
+    paths = StatePaths(state_dir)
+    config = load_config(config_path or paths.agent_yaml)
+    identity = load_identity(paths)
+    daemon = Daemon(paths, config, identity)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                # anything that ignores cancellation past the grace period is abandoned
+                nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE_S
+                break
