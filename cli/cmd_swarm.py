@@ -13,6 +13,10 @@ STATUS_HELP = """\
 Show this envoy's swarm state: identity, peer channel port, advertised addresses,
 confirmed peers and candidates, multicast and check-in statistics."""
 
+CHECKIN_HELP = """\
+Ask the daemon to check in with the server lite now (root only): peer hints and the
+revocation list are refreshed without waiting for the next interval."""
+
 PEERS_HELP = """\
 List the envoys this daemon has confirmed as peers: each was hinted by multicast or by
 the server, then dialled over mutual TLS, and its certificate named the hinted UUID.
@@ -22,13 +26,14 @@ the server, then dialled over mutual TLS, and its certificate named the hinted U
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     swarm = sub.add_parser("swarm", help="the swarm as this envoy sees it")
     verbs = swarm.add_subparsers(dest="swarm_verb", metavar="VERB", required=True)
-    for name, helptext, func in (
-        ("status", STATUS_HELP, cmd_status),
-        ("peers", PEERS_HELP, cmd_peers),
+    for name, short, helptext, func in (
+        ("status", "this envoy's identity, peers and statistics", STATUS_HELP, cmd_status),
+        ("peers", "the confirmed peers (--all: and candidates)", PEERS_HELP, cmd_peers),
+        ("checkin", "check in with the server now (root)", CHECKIN_HELP, cmd_checkin),
     ):
         p = verbs.add_parser(
             name,
-            help=helptext.splitlines()[0],
+            help=short,
             description=helptext,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -97,4 +102,13 @@ def cmd_peers(args: argparse.Namespace) -> int:
         for p in peers
     ]
     emit_table(rows, ["HOSTNAME", "UUID", "ADDRESS", "CONFIRMED", "SOURCE", "LAST ERROR"])
+    return EXIT_OK
+
+
+def cmd_checkin(args: argparse.Namespace) -> int:
+    result = ask(args, "checkin")
+    if args.json:
+        emit_json(result)
+    else:
+        print("check-in triggered")
     return EXIT_OK

@@ -85,17 +85,17 @@ def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of strings")
             for item in value:
-                _check_ip(key, item)
+                _check_ip(f"{source}: {key}", item)
             value = tuple(value)
         elif not isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a string")
         values[key] = value
     cfg = AgentConfig(**values)
     if cfg.listen_address:
-        _check_ip("listen_address", cfg.listen_address)
+        _check_ip(f"{source}: listen_address", cfg.listen_address)
     if cfg.multicast_interface:
-        _check_ip("multicast_interface", cfg.multicast_interface)
-    _check_ip("multicast_group", cfg.multicast_group, multicast=True)
+        _check_ip(f"{source}: multicast_interface", cfg.multicast_interface)
+    _check_ip(f"{source}: multicast_group", cfg.multicast_group, multicast=True)
     if cfg.log_level not in _LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(sorted(_LEVELS))}")
     return cfg

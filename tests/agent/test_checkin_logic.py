@@ -1,0 +1,50 @@
+"""Check-in's pure parts: answer validation and the backoff schedule."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from vigo_agent.checkin import CheckinError, next_delay_s, parse_answer
+
+
+def test_parse_answer() -> None:
+    peer = uuid.uuid4()
+    gone = uuid.uuid4()
+    answer = parse_answer(
+        {
+            "peers": [
+                {"uuid": str(peer), "hostname": "b", "addresses": ["10.0.0.2"], "port": 1531}
+            ],
+            "revoked": {"serials": ["ff", "10"], "uuids": [str(gone)]},
+            "checkin_interval_s": 5,
+        }
+    )
+    assert answer.peers[0].uuid == peer and answer.peers[0].addresses == ("10.0.0.2",)
+    assert answer.revoked_serials == {255, 16} and answer.revoked_uuids == {gone}
+    assert answer.interval_s == 5.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {"peers": [{"uuid": "nope", "addresses": [], "port": 1}]},
+        {"peers": [{"addresses": [], "port": 1}]},
+        {"revoked": {"serials": ["zz"]}},
+        {"revoked": []},
+        {"checkin_interval_s": "soon"},
+    ],
+)
+def test_malformed_answers_are_refused(bad: object) -> None:
+    with pytest.raises(CheckinError, match="malformed"):
+        parse_answer(bad)
+
+
+def test_schedule_splays_on_success_and_backs_off_on_failure() -> None:
+    assert 27.0 <= next_delay_s(30, 0, 300, 0.0) <= next_delay_s(30, 0, 300, 0.999) <= 33.0
+    delays = [next_delay_s(30, f, 300, 0.999) for f in range(1, 12)]
+    assert delays == sorted(delays)  # never shrinks while failing
+    assert delays[0] <= 1.0 and max(delays) <= 300
+    assert next_delay_s(30, 40, 300, 0.0) >= 0.75 * 300  # capped, not overflowed
