@@ -33,6 +33,7 @@ from .peers import PeerTable, PeerView, Probe, Source, TableConfig
 log = logging.getLogger(__name__)
 
 IDENTITY_PATH = "/swarm/v1/identity"
+PORT_HEADER = "x-vigo-peer-port"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,16 @@ class SwarmNode:
         return None
 
     async def _identity_handler(self, request: http11.Request) -> http11.Response:
+        # A verified envoy that dials us tells us its peer-channel port: a hint as good
+        # as an announcement (and better: the certificate already names it). It still
+        # becomes a peer only through our own probe of that address and port.
+        port = request.headers.get(PORT_HEADER, "")
+        peer = request.peer
+        valid_port = port.isdigit() and 0 < int(port) < 65536
+        if peer is not None and peer.uuid is not None and valid_port:
+            now = trio.current_time()
+            if self.table.hint(peer.uuid, request.remote, int(port), Source.INBOUND, now):
+                self._wake.set()
         return http11.json_response(
             {
                 "uuid": str(self.identity.uuid),
@@ -185,7 +196,10 @@ class SwarmNode:
                     if conn.peer.serial in self.revoked_serials:
                         raise http11.ClientError("its certificate is revoked")
                     resp = await conn.request(
-                        "GET", IDENTITY_PATH, timeout_s=self.config.probe_timeout_s
+                        "GET",
+                        IDENTITY_PATH,
+                        headers={PORT_HEADER: str(self.port)},
+                        timeout_s=self.config.probe_timeout_s,
                     )
                     if resp.status != 200:
                         raise http11.ClientError(f"identity answered {resp.status}")

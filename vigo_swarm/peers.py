@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 class Source(enum.StrEnum):
     MULTICAST = "multicast"
     SERVER = "server"
+    INBOUND = "inbound"  # it dialled us with a verified certificate (we still probe it)
 
 
 @dataclass(frozen=True, slots=True)

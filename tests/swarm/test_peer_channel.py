@@ -313,3 +313,20 @@ async def test_multicast_on_loopback_finds_peers_and_survives_garbage(
         confirmed = {p.uuid for p in n.peers()}
         assert spoof_uuid not in confirmed
         assert len(confirmed) == 2
+
+
+async def test_an_inbound_probe_lets_the_dialled_side_confirm_back(
+    ca: FleetCA, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Only A is told about B; B learns of A from A's verified probe, and probes back."""
+    a, b = make_envoy(ca, tmp_path, "a"), make_envoy(ca, tmp_path, "b")
+    na, nb = (
+        SwarmNode(a.node_identity, loopback_config(40)),
+        SwarmNode(b.node_identity, loopback_config(41)),
+    )
+    await nursery.start(na.run)
+    await nursery.start(nb.run)
+    na.add_server_hints([ServerHint(b.uuid, "b", ("127.0.0.41",), nb.port)])
+    await wait_until(lambda: [p.uuid for p in nb.peers()] == [a.uuid], "B confirms A")
+    (view,) = nb.peers()
+    assert view.sources == ("inbound",) and view.address == "127.0.0.40"
