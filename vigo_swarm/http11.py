@@ -437,11 +437,16 @@ async def connect(
     expect_uuid: uuid.UUID | None = None,
     expect_server: bool = False,
     timeout_s: float = 10.0,
+    local_address: str | None = None,
 ) -> HTTPSConnection:
-    """Dial, handshake and check the peer's identity before any request is sent."""
+    """Dial, handshake and check the peer's identity before any request is sent.
+
+    ``local_address`` pins the source address (a node bound to one address dials from it,
+    so the far end sees the address it can dial back).
+    """
     try:
         with trio.fail_after(timeout_s):
-            tcp = await trio.open_tcp_stream(host, port)
+            tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
             stream = trio.SSLStream(tcp, ssl_context, server_side=False, server_hostname=host)
             try:
                 await stream.do_handshake()

@@ -192,6 +192,7 @@ class SwarmNode:
                     self._client_ctx,
                     expect_uuid=probe.uuid,
                     timeout_s=self.config.probe_timeout_s,
+                    local_address=self.config.listen_address or None,
                 ) as conn:
                     if conn.peer.serial in self.revoked_serials:
                         raise http11.ClientError("its certificate is revoked")
