@@ -47,18 +47,44 @@ class LoopbackFleet:
 
     def start_server(self) -> None:
         ready = self.root / "server.ready"
-        self.procs["server"] = subprocess.Popen(
-            [str(BIN / "vigo-server-lite"), "serve", "--data-dir", str(self.data), "--listen",
-             f"{self.server_addr}:18443", "--advertise", self.server_addr,
-             "--ready-file", str(ready), "--checkin-interval-s", "10"],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "server.log", "wb"))  # noqa: SIM115
+        with open(self.root / "server.log", "wb") as log:
+            self.procs["server"] = subprocess.Popen(
+                [
+                    str(BIN / "vigo-server-lite"),
+                    "serve",
+                    "--data-dir",
+                    str(self.data),
+                    "--listen",
+                    f"{self.server_addr}:18443",
+                    "--advertise",
+                    self.server_addr,
+                    "--ready-file",
+                    str(ready),
+                    "--checkin-interval-s",
+                    "10",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         wait_for(ready.exists, 30, "server lite ready")
 
     def vigocli(self, *args: str) -> Any:
         out = subprocess.run(
-            [str(BIN / "vigocli"), "--server", self.server_url, "--ca-file",
-             str(self.data / "ca" / "ca.pem"), "--admin-token-file", str(self.data / "admin.token"),
-             *args, "--json"], check=True, capture_output=True, text=True).stdout
+            [
+                str(BIN / "vigocli"),
+                "--server",
+                self.server_url,
+                "--ca-file",
+                str(self.data / "ca" / "ca.pem"),
+                "--admin-token-file",
+                str(self.data / "admin.token"),
+                *args,
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return json.loads(out)
 
     def name(self, i: int) -> str:
@@ -70,24 +96,44 @@ class LoopbackFleet:
     def enroll_all(self) -> None:
         token = self.vigocli("token", "create", "--max-uses", str(self.envoys))["token"]
         for i in range(self.envoys):
-            subprocess.run([str(BIN / "vigo"), "enroll", "--server", self.server_url, "--token",
-                            token, "--state-dir", str(self.state(i)), "--hostname", self.name(i)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    str(BIN / "vigo"),
+                    "enroll",
+                    "--server",
+                    self.server_url,
+                    "--token",
+                    token,
+                    "--state-dir",
+                    str(self.state(i)),
+                    "--hostname",
+                    self.name(i),
+                ],
+                check=True,
+                capture_output=True,
+            )
             addr = f"127.0.0.{self.base + 1 + i}"
             (self.state(i) / "agent.yaml").write_text(
                 f"listen_address: {addr}\nadvertise_addresses: [{addr}]\n"
-                f"multicast_interface: {addr}\nmulticast_port: {self.mport}\nport: 1531\n")
+                f"multicast_interface: {addr}\nmulticast_port: {self.mport}\nport: 1531\n"
+            )
 
     def start_envoy(self, i: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([str(BIN / "vigo"), "agent", "run", "--state-dir",
-                                 str(self.state(i))], stdout=subprocess.DEVNULL,
-                                stderr=open(self.root / f"{self.name(i)}.log", "wb"))  # noqa: SIM115
+        with open(self.root / f"{self.name(i)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [str(BIN / "vigo"), "agent", "run", "--state-dir", str(self.state(i))],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.procs[self.name(i)] = proc
         return proc
 
     def peers(self, i: int) -> list[dict[str, Any]]:
-        res = subprocess.run([str(BIN / "vigo"), "swarm", "peers", "--state-dir",
-                              str(self.state(i)), "--json"], capture_output=True, text=True)
+        res = subprocess.run(
+            [str(BIN / "vigo"), "swarm", "peers", "--state-dir", str(self.state(i)), "--json"],
+            capture_output=True,
+            text=True,
+        )
         return json.loads(res.stdout) if res.returncode == 0 else []
 
     def stop(self) -> None:

@@ -17,7 +17,6 @@ import sys
 import time
 
 import psutil
-
 from _fleet import LoopbackFleet, wait_for
 
 
@@ -39,14 +38,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     args = ap.parse_args()
     fleet = LoopbackFleet(envoys=4)
-    baseline = subprocess.Popen([sys.executable, "-c",
-                                 "import trio; trio.run(trio.sleep_forever)"])
+    baseline = subprocess.Popen([sys.executable, "-c", "import trio; trio.run(trio.sleep_forever)"])
     try:
         fleet.start_server()
         fleet.enroll_all()
         procs = [fleet.start_envoy(i) for i in range(4)]
-        wait_for(lambda: all(sum(p["confirmed"] for p in fleet.peers(i)) == 3 for i in range(4)),
-                 60, "every envoy confirming 3 peers")
+        wait_for(
+            lambda: all(sum(p["confirmed"] for p in fleet.peers(i)) == 3 for i in range(4)),
+            60,
+            "every envoy confirming 3 peers",
+        )
         print(f"fleet up; sampling envoy1 and the baseline for {args.seconds:g} s", flush=True)
         rss, cpu = sample(procs[0].pid, args.seconds)
         base_rss, base_cpu = sample(baseline.pid, min(10.0, args.seconds))
@@ -59,6 +60,7 @@ def main() -> None:
         "idle_cpu_pct": round(cpu, 2),
         "peers_confirmed": still,
         "baseline_trio_rss_mb": round(base_rss, 1),
+        "baseline_trio_cpu_pct": round(base_cpu, 2),
         "rss_vs_bare_trio": round(rss / base_rss, 2),
         "rss_target_ratio": round(rss / 40.0, 2),
         "cpu_target_ratio": round(cpu / 1.0, 2),

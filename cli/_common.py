@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import os
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 # Distinct exit codes, documented in docs/operator.md.
@@ -44,3 +48,29 @@ def emit_table(rows: list[list[str]], headers: list[str], out: TextIO | None = N
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     raise CLIError(message, code)
+
+
+def run_main(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, dispatch to ``args.func``, and turn every failure into a message and an
+    exit code: a user never sees a traceback (``--verbose`` logs it at debug)."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+        return code
+    except CLIError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `… | head`: the reader left; say nothing more
+        # Python's documented recipe: point stdout at devnull so the exit flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:  # the last line of defence
+        logging.getLogger(prog).debug("unexpected error", exc_info=True)
+        print(f"{prog}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

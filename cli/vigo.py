@@ -7,12 +7,11 @@ happen inside the verb so ``vigo --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from . import cmd_agent, cmd_enroll, cmd_swarm
-from ._common import EXIT_FAILURE, EXIT_USAGE, CLIError
+from ._common import run_main
 
 DESCRIPTION = """\
 The Vigo envoy command. An envoy enrolls once with the server lite (`vigo enroll`),
@@ -35,27 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        code: int = args.func(args)
-        return code
-    except CLIError as exc:
-        print(f"vigo: {exc.message}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # the last line of defence: no traceback to a user
-        logging.getLogger("vigo").debug("unexpected error", exc_info=True)
-        print(f"vigo: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return run_main("vigo", build_parser(), argv)
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-_ = EXIT_USAGE

@@ -61,8 +61,13 @@ def _now() -> dt.datetime:
 
 
 class FleetCA:
-    def __init__(self, directory: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
-                 authority: nacl.signing.SigningKey) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        cert: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        authority: nacl.signing.SigningKey,
+    ) -> None:
         self.directory = directory
         self.cert = cert
         self._key = key
@@ -91,9 +96,14 @@ class FleetCA:
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(
                     x509.KeyUsage(
-                        digital_signature=False, content_commitment=False,
-                        key_encipherment=False, data_encipherment=False, key_agreement=False,
-                        key_cert_sign=True, crl_sign=True, encipher_only=False,
+                        digital_signature=False,
+                        content_commitment=False,
+                        key_encipherment=False,
+                        data_encipherment=False,
+                        key_agreement=False,
+                        key_cert_sign=True,
+                        crl_sign=True,
+                        encipher_only=False,
                         decipher_only=False,
                     ),
                     critical=True,
@@ -142,8 +152,13 @@ class FleetCA:
 
     # ---------------------------------------------------------------------- issuing
 
-    def _builder(self, subject_cn: str, public_key: ec.EllipticCurvePublicKey,
-                 not_before: dt.datetime, not_after: dt.datetime) -> x509.CertificateBuilder:
+    def _builder(
+        self,
+        subject_cn: str,
+        public_key: ec.EllipticCurvePublicKey,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> x509.CertificateBuilder:
         serial = int.from_bytes(secrets.token_bytes(16), "big") >> 1
         return (
             x509.CertificateBuilder()
@@ -178,7 +193,8 @@ class FleetCA:
             raise CAError("the CSR's self-signature does not verify")
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in (
-            "secp256r1", "secp384r1"
+            "secp256r1",
+            "secp384r1",
         ):
             raise CAError("the CSR key must be EC P-256 or P-384")
         start = not_before or (_now() - dt.timedelta(minutes=5))
@@ -202,7 +218,8 @@ class FleetCA:
             .sign(self._key, hashes.SHA256())
         )
         return IssuedCert(
-            cert.public_bytes(serialization.Encoding.PEM), cert.serial_number,
+            cert.public_bytes(serialization.Encoding.PEM),
+            cert.serial_number,
             cert.not_valid_after_utc,
         )
 
@@ -222,6 +239,7 @@ class FleetCA:
             .sign(self._key, hashes.SHA256())
         )
         return IssuedCert(
-            cert.public_bytes(serialization.Encoding.PEM), cert.serial_number,
+            cert.public_bytes(serialization.Encoding.PEM),
+            cert.serial_number,
             cert.not_valid_after_utc,
         )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from fleet_helpers import FakeEnrolled, make_envoy
+
 from vigo_agent.config import AgentConfig
 from vigo_agent.control import ControlError, call
 from vigo_agent.daemon import Daemon

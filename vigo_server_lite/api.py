@@ -1,0 +1,291 @@
+"""The JSON API under ``/api/v1``: handlers, admin authentication, route table.
+
+Handlers are thin: they parse with ``validation``/``tokens`` (pure), act through
+``db.Database`` (a worker thread), and answer with ``json_response``. A ``Refusal``
+raised anywhere becomes ``{"error": {"code", "message"}}`` with its status; it is
+logged once at INFO with its code (never with a token secret, a key or the admin token).
+
+Only the routes in ``ROUTES`` answer (an allowlist, not a denylist: Salt CVE-2020-11651).
+Identity for ``/checkin`` comes only from the verified client certificate.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hmac
+import importlib.metadata
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigo_swarm.http11 import HTTPError, Request, Response, Router, json_response
+
+from .ca import CAError, FleetCA
+from .config import ServerConfig
+from .datadir import Prepared
+from .db import Database, Issued, Store
+from .errors import Refusal, bad_request
+from .openapi import openapi_document
+from .registry import FleetView, fleet_view
+from .tokens import TokenRecord, hash_secret, new_token, parse_token
+from .validation import normalize_hostname, parse_checkin, parse_enroll, parse_token_create
+
+log = logging.getLogger(__name__)
+
+PEM_TYPE = "application/x-pem-file"
+SMALL_BODY = 4 * 1024
+ENROLL_BODY = 16 * 1024
+CHECKIN_BODY = 16 * 1024
+NO_BODY = 1024
+
+Clock = Callable[[], float]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("vigo")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass(slots=True)
+class ApiStats:
+    """Counters for tests, the bench and (later) metrics."""
+
+    enroll_requests: int = 0
+    enrollments: int = 0
+    checkins: int = 0
+    refusals: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class App:
+    def __init__(self, prepared: Prepared, config: ServerConfig, clock: Clock) -> None:
+        self.ca: FleetCA = prepared.ca
+        self.server_names = prepared.server_names
+        self.config = config
+        self.clock = clock
+        self.db = Database(prepared.store)
+        self.stats = ApiStats()
+        self._admin_token = prepared.admin_token.encode("ascii")
+        self._view: tuple[int, FleetView] = (-1, FleetView())
+
+    # ------------------------------------------------------------------ plumbing
+
+    def router(self) -> Router:
+        router = Router()
+        for method, path, name, max_body in ROUTES:
+            router.add(method, path, self._wrap(getattr(self, name)), max_body=max_body)
+        return router
+
+    def _wrap(
+        self, fn: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except Refusal as exc:
+                self.stats.refusals[exc.code] += 1
+                log.info(
+                    "%s %s from %s refused: %s (%s)",
+                    request.method,
+                    request.path,
+                    request.remote,
+                    exc.code,
+                    exc.message,
+                )
+                raise HTTPError(exc.status, exc.code, exc.message) from None
+
+        return handler
+
+    def _require_admin(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode("utf-8", "replace"), self._admin_token
+        ):
+            raise Refusal(401, "unauthorized", "a valid admin bearer token is required")
+
+    @staticmethod
+    def _body(request: Request) -> Any:
+        try:
+            return request.json()
+        except HTTPError as exc:
+            raise Refusal(exc.status, exc.code, exc.message) from None
+
+    # ------------------------------------------------------------------- public
+
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok", "version": _version()})
+
+    async def get_ca(self, request: Request) -> Response:
+        return Response(body=self.ca.cert_pem, content_type=PEM_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(_version()))
+
+    # ------------------------------------------------------------------- tokens
+
+    async def create_token(self, request: Request) -> Response:
+        self._require_admin(request)
+        spec = parse_token_create(self._body(request))
+        now = self.clock()
+        while True:
+            token = new_token(self.ca.fingerprint)
+            record = TokenRecord(
+                token.id,
+                hash_secret(token.secret),
+                spec.description,
+                now,
+                now + spec.ttl_s,
+                spec.max_uses,
+                0,
+                None,
+            )
+            if await self.db.run(functools.partial(Store.insert_token, record=record)):
+                break
+        log.info(
+            "created join token %s (max %d uses, ttl %d s)", token.id, spec.max_uses, spec.ttl_s
+        )
+        return json_response({**record.to_json(now), "token": str(token)}, 201)
+
+    async def list_tokens(self, request: Request) -> Response:
+        self._require_admin(request)
+        now = self.clock()
+        records = await self.db.run(Store.list_tokens)
+        return json_response({"tokens": [r.to_json(now) for r in records]})
+
+    async def revoke_token(self, request: Request) -> Response:
+        self._require_admin(request)
+        token_id, now = request.params["token_id"], self.clock()
+        record = await self.db.run(lambda s: s.revoke_token(token_id, now))
+        if record is None:
+            raise Refusal(404, "token_not_found", f"no join token with id {token_id[:40]!r}")
+        log.info("revoked join token %s", token_id)
+        return json_response(record.to_json(now))
+
+    # ------------------------------------------------------------------- enroll
+
+    async def enroll(self, request: Request) -> Response:
+        self.stats.enroll_requests += 1
+        req = parse_enroll(self._body(request))
+        token = parse_token(req.token)
+        hostname = normalize_hostname(req.hostname, reserved=self.server_names)
+        now = self.clock()
+        ca = self.ca
+
+        def issue(envoy_uuid: uuid.UUID) -> Issued:
+            try:
+                cert = ca.issue_envoy(req.csr_pem, envoy_uuid, hostname)
+            except CAError as exc:
+                raise Refusal(400, "bad_csr", str(exc)) from exc
+            return Issued(cert.pem, cert.serial, cert.not_after.timestamp())
+
+        done = await self.db.run(lambda s: s.enroll(token, ca.fingerprint, hostname, now, issue))
+        self.stats.enrollments += 1
+        log.info(
+            "enrolled %s as %s with join token %s%s",
+            hostname,
+            done.envoy.uuid,
+            token.id,
+            f" (replaces {', '.join(done.replaced)})" if done.replaced else "",
+        )
+        return json_response(
+            {
+                "uuid": done.envoy.uuid,
+                "hostname": hostname,
+                "certificate": done.certificate_pem.decode("ascii"),
+                "ca_chain": [ca.cert_pem.decode("ascii")],
+                "authority_public_key": ca.authority_public_hex,
+                "checkin_interval_s": self.config.checkin_interval_s,
+            },
+            201,
+        )
+
+    # ------------------------------------------------------------------- envoys
+
+    async def list_envoys(self, request: Request) -> Response:
+        self._require_admin(request)
+        envoys = await self.db.run(Store.list_envoys)
+        return json_response({"envoys": [e.to_json() for e in envoys]})
+
+    async def show_envoy(self, request: Request) -> Response:
+        self._require_admin(request)
+        key = request.params["envoy"]
+        try:
+            envoy_uuid = str(uuid.UUID(key))
+        except ValueError:
+            hostname = normalize_hostname(key)
+            envoy = await self.db.run(lambda s: s.active_envoy_named(hostname))
+        else:
+            envoy = await self.db.run(lambda s: s.get_envoy(envoy_uuid))
+        if envoy is None:
+            raise Refusal(404, "envoy_not_found", f"no active envoy {key[:80]!r}")
+        return json_response(envoy.to_json())
+
+    async def revoke_envoy(self, request: Request) -> Response:
+        self._require_admin(request)
+        key = request.params["envoy_uuid"]
+        try:
+            envoy_uuid = str(uuid.UUID(key))
+        except ValueError:
+            raise bad_request(f"{key[:80]!r} is not a UUID: revoke envoys by UUID") from None
+        now = self.clock()
+        envoy = await self.db.run(lambda s: s.revoke_envoy(envoy_uuid, now))
+        if envoy is None:
+            raise Refusal(404, "envoy_not_found", f"no envoy {envoy_uuid}")
+        log.info(
+            "revoked envoy %s (%s): serials %s",
+            envoy.uuid,
+            envoy.hostname,
+            ", ".join(envoy.serials),
+        )
+        return json_response(envoy.to_json())
+
+    # ------------------------------------------------------------------ checkin
+
+    async def checkin(self, request: Request) -> Response:
+        peer = request.peer
+        if peer is None or peer.uuid is None:
+            raise Refusal(403, "not_enrolled", "check-in needs an enrolled envoy's certificate")
+        envoy_uuid = str(peer.uuid)
+        req = parse_checkin(self._body(request))
+        now = self.clock()
+        await self.db.run(lambda s: s.checkin(envoy_uuid, peer.serial, req, now))
+        self.stats.checkins += 1
+        view = await self.fleet_view()
+        return json_response(
+            {
+                "peers": view.peers_for(envoy_uuid),
+                "revoked": view.revoked.to_json(),
+                "checkin_interval_s": self.config.checkin_interval_s,
+                "server_time": now,
+            }
+        )
+
+    async def fleet_view(self) -> FleetView:
+        """Peer hints and the revocation list, rebuilt only when the registry changed."""
+        generation, view = self._view
+        if generation != self.db.store.generation:
+            generation, envoys = await self.db.run(lambda s: (s.generation, s.list_envoys()))
+            view = fleet_view(envoys)
+            self._view = (generation, view)
+        return view
+
+
+# (method, path pattern, App method, max request body bytes) -- the allowlist.
+ROUTES: tuple[tuple[str, str, str, int], ...] = (
+    ("GET", "/api/v1/health", "health", NO_BODY),
+    ("GET", "/api/v1/ca", "get_ca", NO_BODY),
+    ("GET", "/api/v1/openapi.json", "openapi", NO_BODY),
+    ("POST", "/api/v1/tokens", "create_token", SMALL_BODY),
+    ("GET", "/api/v1/tokens", "list_tokens", NO_BODY),
+    ("DELETE", "/api/v1/tokens/{token_id}", "revoke_token", NO_BODY),
+    ("POST", "/api/v1/enroll", "enroll", ENROLL_BODY),
+    ("GET", "/api/v1/envoys", "list_envoys", NO_BODY),
+    ("GET", "/api/v1/envoys/{envoy}", "show_envoy", NO_BODY),
+    ("POST", "/api/v1/envoys/{envoy_uuid}/revoke", "revoke_envoy", NO_BODY),
+    ("POST", "/api/v1/checkin", "checkin", CHECKIN_BODY),
+)
