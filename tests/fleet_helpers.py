@@ -58,6 +58,7 @@ def make_envoy(
                 "authority_public_key": ca.authority_public_hex,
                 "checkin_interval_s": 30,
                 "enrolled_at": "test",
+                "certificate_serial": format(issued.serial, "x"),
             }
         ).encode(),
     )

@@ -11,8 +11,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 class ConfigError(ValueError):
     """agent.yaml is unreadable or holds a key or value we refuse."""
@@ -111,6 +109,8 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     if len(text) > 1 << 20:
         raise ConfigError(f"{path}: over 1 MiB; refusing to parse")
+    import yaml  # lazy: only when there is a file (idle memory)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -27,12 +27,14 @@ class EnvoyIdentity:
 
 
 def load_identity(paths: StatePaths) -> EnvoyIdentity:
-    from cryptography import x509
+    """Read envoy.json (written last by enrollment) and check the files beside it.
 
+    The serial comes from envoy.json; the certificate is parsed (a large import) only
+    for state dirs enrolled before envoy.json carried it.
+    """
     try:
         info: Any = json.loads(paths.envoy_json.read_text())
-        cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
-        for needed in (paths.key, paths.ca):
+        for needed in (paths.key, paths.cert, paths.ca):
             if not needed.is_file():
                 raise FileNotFoundError(needed)
     except FileNotFoundError as exc:
@@ -40,18 +42,25 @@ def load_identity(paths: StatePaths) -> EnvoyIdentity:
     except (OSError, ValueError) as exc:
         raise NotEnrolled(f"{paths.root}: identity files unreadable: {exc}") from exc
     try:
-        from_cert = identity_from_cert(cert)
         envoy_uuid = uuid.UUID(str(info["uuid"]))
-        ident = EnvoyIdentity(
+        raw = info.get("certificate_serial")  # hex, as enrollment writes it
+        serial = int(raw, 16) if isinstance(raw, str) else _serial_from_cert(paths, envoy_uuid)
+        return EnvoyIdentity(
             uuid=envoy_uuid,
             hostname=str(info["hostname"]),
             server_url=str(info["server_url"]),
             authority_public_key=str(info["authority_public_key"]),
             checkin_interval_s=float(info.get("checkin_interval_s", 30)),
-            serial=from_cert.serial,
+            serial=serial,
         )
     except (KeyError, TypeError, ValueError, IdentityError) as exc:
         raise NotEnrolled(f"{paths.envoy_json}: incomplete or invalid: {exc}") from exc
+
+
+def _serial_from_cert(paths: StatePaths, envoy_uuid: uuid.UUID) -> int:
+    from cryptography import x509
+
+    from_cert = identity_from_cert(x509.load_pem_x509_certificate(paths.cert.read_bytes()))
     if from_cert.uuid != envoy_uuid:
-        raise NotEnrolled(f"{paths.cert} names {from_cert.uuid}, envoy.json {envoy_uuid}")
-    return ident
+        raise IdentityError(f"{paths.cert} names {from_cert.uuid}, envoy.json {envoy_uuid}")
+    return from_cert.serial

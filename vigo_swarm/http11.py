@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
-from .pki import IdentityError, PeerIdentity, identity_from_der
+from .pki import IdentityError, PeerIdentity, identity_from_peercert
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +208,9 @@ class HTTPSServer:
                 await trio.aclose_forcefully(stream)
 
     def _peer_of(self, stream: trio.SSLStream[trio.SocketStream]) -> PeerIdentity | None:
-        der = stream.getpeercert(binary_form=True)
-        if not der:
-            return None
-        return identity_from_der(der)
+        if not stream.getpeercert(binary_form=True):
+            return None  # no certificate (allowed only where client certs are optional)
+        return identity_from_peercert(stream.getpeercert())
 
     async def _serve_connection(
         self, stream: trio.SSLStream[trio.SocketStream], remote: str
@@ -457,11 +456,8 @@ async def connect(
         raise ClientError(f"{host}:{port}: no TLS handshake within {timeout_s:g} s") from exc
     except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
         raise ClientError(f"{host}:{port}: {exc or type(exc).__name__}") from exc
-    der = stream.getpeercert(binary_form=True)
     try:
-        if not der:
-            raise IdentityError("peer sent no certificate")
-        peer = identity_from_der(der)
+        peer = identity_from_peercert(stream.getpeercert())
         if expect_uuid is not None and peer.uuid != expect_uuid:
             raise PeerIdentityMismatch(f"{host}:{port} is {peer.uuid}, not {expect_uuid}")
         if expect_server and not peer.is_server:

@@ -8,7 +8,9 @@ instead; the CA never puts IP SANs or that URI into an envoy certificate, so an
 envoy cannot pose as the server.
 
 This module is pure: no sockets, no trio. It builds ``ssl.SSLContext`` objects and
-reads identities out of DER bytes.
+reads identities out of certificates. The daemon's hot path reads them from the dict
+``ssl`` returns for a verified peer (``identity_from_peercert``), so ``cryptography``
+— a large import — is loaded only by code that makes keys or parses PEM/DER.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import ssl
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ENVOY_URI_PREFIX = "urn:vigo:envoy:"
 SERVER_URI = "urn:vigo:server-lite"
@@ -54,6 +56,8 @@ class PeerIdentity:
 
 def identity_from_der(der: bytes) -> PeerIdentity:
     """Read the Vigo identity from a DER certificate that TLS has already verified."""
+    from cryptography import x509
+
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -62,12 +66,34 @@ def identity_from_der(der: bytes) -> PeerIdentity:
 
 
 def identity_from_cert(cert: x509.Certificate) -> PeerIdentity:
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
         raise IdentityError("certificate has no subjectAltName") from exc
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     dns = san.get_values_for_type(x509.DNSName)
+    return _identity(uris, dns, cert.serial_number, cert.not_valid_after_utc)
+
+
+def identity_from_peercert(cert: dict[str, Any]) -> PeerIdentity:
+    """The identity from ``SSLObject.getpeercert()`` — the dict form, which ssl only
+    fills for a certificate it has verified."""
+    if not cert:
+        raise IdentityError("no verified peer certificate")
+    sans = cert.get("subjectAltName", ())
+    uris = [v for k, v in sans if k == "URI"]
+    dns = [v for k, v in sans if k == "DNS"]
+    try:
+        serial = int(cert["serialNumber"], 16)
+        not_after = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), dt.UTC)
+    except (KeyError, ValueError) as exc:
+        raise IdentityError(f"certificate lacks a serial or expiry: {exc}") from exc
+    return _identity(uris, dns, serial, not_after)
+
+
+def _identity(uris: list[str], dns: list[str], serial: int, not_after: dt.datetime) -> PeerIdentity:
     envoy_uris = [u for u in uris if u.startswith(ENVOY_URI_PREFIX)]
     is_server = SERVER_URI in uris
     if is_server and envoy_uris:
@@ -84,15 +110,18 @@ def identity_from_cert(cert: x509.Certificate) -> PeerIdentity:
         raise IdentityError("certificate carries no Vigo identity URI")
     return PeerIdentity(
         uuid=ident,
-        serial=cert.serial_number,
+        serial=serial,
         hostname=dns[0] if dns else None,
         is_server=is_server,
-        not_after=cert.not_valid_after_utc,
+        not_after=not_after,
     )
 
 
 def cert_fingerprint(cert_pem_or_der: bytes) -> str:
     """SHA-256 over the DER encoding, lowercase hex (what a join token pins)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     if cert_pem_or_der.lstrip().startswith(b"-----BEGIN"):
         der = x509.load_pem_x509_certificate(cert_pem_or_der).public_bytes(
             serialization.Encoding.DER
@@ -103,10 +132,14 @@ def cert_fingerprint(cert_pem_or_der: bytes) -> str:
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def key_to_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -116,6 +149,10 @@ def key_to_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def make_csr(key: ec.EllipticCurvePrivateKey, hostname: str) -> bytes:
     """A CSR naming the hostname; the CA ignores every extension in it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
