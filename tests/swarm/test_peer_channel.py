@@ -50,30 +50,10 @@ async def node_a(ca: FleetCA, tmp_path: Path, nursery: trio.Nursery) -> AsyncIte
     yield node
 
 
-async def curl(node: SwarmNode, ca_file: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    argv = [
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "--cacert",
-        str(ca_file),
-        "--http1.1",
-        "--resolve",
-        f"peer:{node.port}:127.0.0.2",
-        *extra,
-        f"https://peer:{node.port}/swarm/v1/identity",
-    ]
-    return await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
-
-
 def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-# The node's certificate names "a", not "peer"; curl must not check the name, only the
-# chain: --insecure would skip the chain too, so we pin a CA and skip only the name via
-# a cert whose DNS SAN we resolve. Simplest honest route: use the hostname "a".
 @needs_tools
 async def test_curl_with_a_fleet_certificate_is_answered(
     node_a: SwarmNode, ca: FleetCA, tmp_path: Path
@@ -85,6 +65,7 @@ async def test_curl_with_a_fleet_certificate_is_answered(
 
 
 async def curl_as(node: SwarmNode, ca: FleetCA, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    """curl pinned to the fleet CA; the node's certificate names host "a", resolved here."""
     argv = [
         "curl",
         "-sS",
