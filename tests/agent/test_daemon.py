@@ -61,12 +61,16 @@ def run_cli_as(user: pwd.struct_passwd, argv: list[str]) -> tuple[int, str, str]
         try:
             sys.stdout = os.fdopen(out_w, "w")  # pytest's capture objects stay behind
             sys.stderr = os.fdopen(err_w, "w")
+            # Load every module the CLI will need while we may still read them (the
+            # checkout may sit below a directory the test user cannot enter).
+            import cli.cmd_swarm
+            import cli.vigo
+
+            cli.vigo.build_parser()
             os.setgroups([])
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
-            from cli.vigo import main
-
-            code = main(argv)
+            code = cli.vigo.main(argv)
         except BaseException as exc:  # e.g. SystemExit from argparse
             print(f"child: {exc!r}", file=sys.stderr)
         finally:
