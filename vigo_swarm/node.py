@@ -180,6 +180,31 @@ class SwarmNode:
         for gone in self.table.revoke(uuids):
             log.warning("peer %s revoked by the server: dropped", gone)
 
+    def announce_soon(self) -> None:
+        """Our manifest changed: tell the LAN now rather than at the next interval."""
+        if self._discovery is not None:
+            self._discovery.poke()
+
+    async def dial(self, peer: PeerView) -> http11.HTTPSConnection:
+        """An mTLS connection to a confirmed peer, its certificate checked to be that peer.
+
+        Subsystems use this for every request to a peer; it refuses revoked certificates.
+        """
+        if peer.address is None or peer.port is None:
+            raise http11.ClientError(f"peer {peer.uuid} has no confirmed address")
+        conn = await http11.connect(
+            peer.address,
+            peer.port,
+            self._client_ctx,
+            expect_uuid=peer.uuid,
+            timeout_s=self.config.probe_timeout_s,
+            local_address=self.config.listen_address or None,
+        )
+        if conn.peer.serial in self.revoked_serials:
+            await conn.aclose()
+            raise http11.ClientError(f"peer {peer.uuid}: its certificate is revoked")
+        return conn
+
     # ------------------------------------------------------------------ prober
 
     async def _probe(self, probe: Probe, limiter: trio.CapacityLimiter) -> None:
