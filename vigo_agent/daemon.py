@@ -2,6 +2,7 @@
 
     root nursery
     ├── SwarmNode            peer channel (TCP 1531, mTLS), multicast discovery, prober
+    ├── ManifestGossip       keeps the manifest equal across envoys (peer channel)
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
@@ -23,6 +24,8 @@ from typing import Any
 import trio
 
 from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, TableConfig
+from vigo_swarm.gossip import ManifestGossip
+from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
 
 from .checkin import CheckinService
@@ -65,6 +68,13 @@ class Daemon:
             NodeIdentity(identity.uuid, identity.hostname, paths.cert, paths.key, paths.ca),
             swarm_config(config, interval),
         )
+        paths.swarm_dir.mkdir(parents=True, exist_ok=True)
+        # The operator authority: records it signed are the only ones envoys merge.
+        authority = {"server": bytes.fromhex(identity.authority_public_key)}
+        self.manifest = ManifestStore(paths.swarm_dir / "manifest.db", authority)
+        for problem in self.manifest.load_errors:
+            log.warning("manifest: dropped a stored record: %s", problem)
+        self.gossip = ManifestGossip(self.node, self.manifest)
         self.checkin = CheckinService(
             node=self.node,
             server_url=identity.server_url,
@@ -90,6 +100,7 @@ class Daemon:
             "uptime_s": round(time.time() - self.started_unix, 1),
             "server_url": self.identity.server_url,
             "checkin": vars_of(self.checkin.stats),
+            "manifest": {"records": len(self.manifest.manifest), **vars_of(self.gossip.stats)},
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
 
@@ -106,8 +117,13 @@ class Daemon:
         return {"triggered": True}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.manifest:  # closed on the way out, also when cancelled
+            await self._run(task_status)
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(self.node.run)
+            await nursery.start(self.gossip.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.control.run)
             log.info(
