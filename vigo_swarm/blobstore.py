@@ -1,0 +1,572 @@
+"""The blob store: content-addressed, chunked, crash-safe storage of swarm blobs.
+
+Layout under ``root`` (the envoy passes ``<state>/swarm``)::
+
+    .blobs/<sha256>               a complete blob, verified whole, mode 0444
+    .blobs/info/<sha256>          its BlobInfo (JSON: size, chunk size, chunk hashes)
+    .blobs/partial/<sha256>/info  the BlobInfo of a blob being fetched
+    .blobs/partial/<sha256>/data  a sparse file of the blob's size
+    .blobs/partial/<sha256>/have  bitmap of verified chunks (chunk i = byte i//8, MSB first)
+    .blobs/tmp/                   staging (add_file, new partials); emptied when opened
+
+Invariants (blocking IO: the daemon calls this through ``trio.to_thread``; one
+``BlobStore`` per root per process):
+
+1. No path is built from a hash that ``check_sha256`` has not accepted (64 lowercase hex).
+2. A chunk's bit is set in ``have`` only after its bytes matched its hash and length and
+   were written and ``fdatasync``ed. A crash at any point (``kill -9``) may lose a
+   chunk, never claim one that is not on disk.
+3. ``.blobs/<sha256>`` appears only by renaming a file whose whole SHA-256 verified,
+   after its info record is durable: nothing partial is ever visible there.
+4. A rejected chunk writes nothing; a failed write (ENOSPC) marks nothing and the
+   partial stays resumable. A new partial appears whole (built in ``tmp``, renamed).
+5. A blob has one chunking here, the one it was first stored with (``info()``); chunks
+   are served from complete blobs and from partials begun in this process, and are
+   checked against their hash before they leave.
+
+Exceptions::
+
+    BlobError
+     ├── InvalidHash      not 64 lowercase hex (also ValueError); nothing was touched
+     ├── InvalidBlobInfo  inconsistent sizes or chunk list, a malformed bitmap (ValueError)
+     ├── BlobNotFound     no such blob or chunk here, or the partial was deleted
+     ├── ChunkMismatch    a chunk's bytes do not match its hash or length; nothing written
+     ├── BlobMismatch     every chunk verified but the whole blob did not: discarded
+     ├── IncompleteBlob   complete() while chunks are missing
+     └── StoreError       the filesystem failed (the message says what we were doing)
+          └── StoreFull   no space left (ENOSPC, EDQUOT)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+READ_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 16 << 20  # the manifest's limit too
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class BlobError(Exception):
+    """Base of every error the blob store raises."""
+
+
+class InvalidHash(BlobError, ValueError):
+    """A blob hash is not 64 lowercase hex digits."""
+
+
+class InvalidBlobInfo(BlobError, ValueError):
+    """A BlobInfo or bitmap is inconsistent."""
+
+
+class BlobNotFound(BlobError):
+    """No such blob or chunk here."""
+
+
+class ChunkMismatch(BlobError):
+    """A chunk does not match its hash or length."""
+
+
+class BlobMismatch(BlobError):
+    """The whole blob does not match its hash."""
+
+
+class IncompleteBlob(BlobError):
+    """complete() was called with chunks missing."""
+
+
+class StoreError(BlobError):
+    """The filesystem failed."""
+
+
+class StoreFull(StoreError):
+    """No space left on the store's filesystem."""
+
+
+def check_sha256(value: object) -> str:
+    """Return ``value`` if it is a blob hash (64 lowercase hex), else raise InvalidHash."""
+    if not isinstance(value, str) or _HEX64.fullmatch(value) is None:
+        raise InvalidHash(f"not a blob hash (64 lowercase hex digits): {value!r:.80}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """What a blob is: its hash, its size, and the SHA-256 of each ``chunk_bytes`` chunk."""
+
+    sha256: str
+    size_bytes: int
+    chunk_bytes: int
+    chunk_hashes: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        check_sha256(self.sha256)
+        _check_chunk_bytes(self.chunk_bytes)
+        if not _is_int(self.size_bytes) or self.size_bytes < 0:
+            raise InvalidBlobInfo(f"size_bytes must be an integer >= 0, got {self.size_bytes!r}")
+        expected = -(-self.size_bytes // self.chunk_bytes)
+        if len(self.chunk_hashes) != expected:
+            raise InvalidBlobInfo(
+                f"{self.size_bytes} bytes in {self.chunk_bytes}-byte chunks is {expected} "
+                f"chunks, but the chunk list has {len(self.chunk_hashes)}"
+            )
+        if not all(isinstance(h, bytes) and len(h) == 32 for h in self.chunk_hashes):
+            raise InvalidBlobInfo("every chunk hash must be 32 bytes")
+        if expected == 1 and self.chunk_hashes[0].hex() != self.sha256:
+            raise InvalidBlobInfo("a one-chunk blob's chunk hash must equal its hash")
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunk_hashes)
+
+    @property
+    def chunks_digest(self) -> str:
+        """SHA-256 (hex) over the concatenated raw chunk hashes, as the manifest carries."""
+        return hashlib.sha256(b"".join(self.chunk_hashes)).hexdigest()
+
+    def chunk_size(self, index: int) -> int:
+        """The exact length of chunk ``index`` (the last one may be shorter)."""
+        if not 0 <= index < self.num_chunks:
+            raise BlobNotFound(f"blob {self.sha256[:12]} has no chunk {index}")
+        return min(self.chunk_bytes, self.size_bytes - index * self.chunk_bytes)
+
+    def to_json(self) -> bytes:
+        hashes = [h.hex() for h in self.chunk_hashes]
+        obj = {"sha256": self.sha256, "size_bytes": self.size_bytes}
+        return json.dumps({**obj, "chunk_bytes": self.chunk_bytes, "chunk_hashes": hashes}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> BlobInfo:
+        try:
+            obj = json.loads(raw)
+            hashes = tuple(bytes.fromhex(h) for h in obj["chunk_hashes"])
+            return cls(obj["sha256"], obj["size_bytes"], obj["chunk_bytes"], hashes)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidBlobInfo(f"malformed blob info: {exc}") from exc
+
+
+def encode_bitmap(indices: Iterable[int], num_chunks: int) -> bytes:
+    """Bit i (byte i//8, most significant bit first) is set for each index."""
+    out = bytearray((num_chunks + 7) // 8)
+    for i in indices:
+        if not 0 <= i < num_chunks:
+            raise InvalidBlobInfo(f"chunk index {i} out of range for {num_chunks} chunks")
+        out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def decode_bitmap(bitmap: bytes, num_chunks: int) -> set[int]:
+    """The indices set in a bitmap (a peer's advert): refuses a wrong length or stray bits."""
+    if len(bitmap) != (num_chunks + 7) // 8:
+        raise InvalidBlobInfo(f"bitmap of {len(bitmap)} bytes for {num_chunks} chunks")
+    found = {i for i in range(len(bitmap) * 8) if bitmap[i >> 3] & (0x80 >> (i & 7))}
+    if found and max(found) >= num_chunks:
+        raise InvalidBlobInfo("bitmap has bits set past the last chunk")
+    return found
+
+
+def describe_file(path: str | os.PathLike[str], chunk_bytes: int) -> BlobInfo:
+    """Hash a local file (streaming, 1 MiB reads) into its BlobInfo."""
+    hasher, buf = _Hasher(chunk_bytes), bytearray(READ_BYTES)
+    with open(path, "rb") as src:
+        while n := src.readinto(buf):
+            hasher.update(memoryview(buf)[:n])
+    return hasher.info()
+
+
+class Partial:
+    """A blob being fetched; get it from ``BlobStore.begin``. Thread-safe."""
+
+    def __init__(self, store: BlobStore, info: BlobInfo, have: bytearray, done: bool) -> None:
+        self.info, self._store, self._have, self._done = info, store, have, done
+        self._dead, self._lock = False, threading.Lock()
+        sha = check_sha256(info.sha256)  # validated before any path is built
+        self._dir = os.path.join(store._partials_dir, sha)
+
+    def _has(self, index: int) -> bool:
+        return bool(self._have[index >> 3] & (0x80 >> (index & 7)))
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.info.num_chunks) if not self._has(i)]
+
+    def have_bitmap(self) -> bytes:
+        return bytes(self._have)
+
+    def write_chunk(self, index: int, data: bytes) -> bool:
+        """Verify and store chunk ``index``; True if it was new. Raises ChunkMismatch."""
+        info, short = self.info, self.info.sha256[:12]
+        if len(data) != (size := info.chunk_size(index)):
+            raise ChunkMismatch(f"chunk {index} of blob {short}: {len(data)} bytes, not {size}")
+        if hashlib.sha256(data).digest() != info.chunk_hashes[index]:
+            raise ChunkMismatch(f"chunk {index} of blob {short}: SHA-256 does not match")
+        if self._dead:
+            raise BlobNotFound(f"blob {short} was deleted; begin it again")
+        if self._has(index):
+            return False
+        with _io(f"writing chunk {index} of blob {short} under {self._store.root}"):
+            _pwrite_sync(os.path.join(self._dir, "data"), data, index * info.chunk_bytes)
+            with self._lock:
+                if self._has(index):
+                    return False
+                # The data is durable before its bit: a crash between loses the chunk.
+                byte = self._have[index >> 3] | (0x80 >> (index & 7))
+                _pwrite_sync(os.path.join(self._dir, "have"), bytes([byte]), index >> 3)
+                self._have[index >> 3] = byte
+        return True
+
+    def complete(self) -> Path:
+        """Verify the whole blob and move it to ``.blobs/<sha256>``; returns that path."""
+        info, store, short = self.info, self._store, self.info.sha256[:12]
+        final = store._complete_path(info.sha256)
+        with self._lock, _io(f"completing blob {short} under {store.root}"):
+            if self._dead:
+                raise BlobNotFound(f"blob {short} was deleted; begin it again")
+            if self._done or os.path.isfile(final):  # done, or seeded meanwhile
+                self._done = True
+                with store._lock:
+                    store._remove_partial(info.sha256)
+                return Path(final)
+            if missing := self.missing():
+                raise IncompleteBlob(f"blob {short}: {len(missing)} chunks still missing")
+            data = os.path.join(self._dir, "data")
+            fd = os.open(data, os.O_RDONLY | _NOFOLLOW)
+            try:
+                digest, buf = hashlib.sha256(), bytearray(READ_BYTES)
+                while n := os.readv(fd, [buf]):
+                    digest.update(memoryview(buf)[:n])
+                if digest.hexdigest() != info.sha256:
+                    self._dead = True
+                    store.delete(info.sha256)
+                    raise BlobMismatch(
+                        f"blob {short}: every chunk verified but the whole blob hashes to "
+                        f"{digest.hexdigest()[:12]}: its chunk list is wrong; discarded"
+                    )
+                os.fchmod(fd, 0o444)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with store._lock:  # lock order: a Partial's lock, then the store's
+                if self._dead:
+                    raise BlobNotFound(f"blob {short} was deleted while completing")
+                store._write_info(info)
+                os.rename(data, final)
+                _fsync_dir(store._blobs)
+                self._done = True
+                store._remove_partial(info.sha256)
+        return Path(final)
+
+
+class BlobStore:
+    """Complete and partial blobs under ``<root>/.blobs`` (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._blobs = os.path.join(self.root, ".blobs")
+        self._info_dir = os.path.join(self._blobs, "info")
+        self._partials_dir = os.path.join(self._blobs, "partial")
+        self._tmp = os.path.join(self._blobs, "tmp")
+        self._lock = threading.RLock()
+        self._partials: dict[str, Partial] = {}
+        self._infos: dict[str, BlobInfo] = {}  # of complete blobs
+        with _io(f"opening the blob store at {self.root}"):
+            os.makedirs(self.root, mode=0o755, exist_ok=True)
+            for d in (self._blobs, self._info_dir, self._partials_dir, self._tmp):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(d, 0o755)
+                if os.path.islink(d) or not os.path.isdir(d):
+                    raise StoreError(f"{d} is not a directory (a symlink?); refusing to use it")
+            for name in os.listdir(self._tmp):
+                _remove(os.path.join(self._tmp, name))
+
+    def _complete_path(self, sha256: str) -> str:
+        sha = check_sha256(sha256)  # validated before any path is built
+        return os.path.join(self._blobs, sha)
+
+    def add_file(
+        self, path: str | os.PathLike[str], chunk_bytes: int, *, expect: BlobInfo | None = None
+    ) -> BlobInfo:
+        """Copy a local file into the store (seeding), hashing what is copied.
+
+        With ``expect``, the copy must match it exactly, else BlobMismatch and nothing is
+        stored. A blob already complete here is kept as it is (same bytes by hash).
+        """
+        hasher, buf = _Hasher(chunk_bytes), bytearray(READ_BYTES)
+        tmp = os.path.join(self._tmp, f"add-{secrets.token_hex(8)}")
+        try:
+            with _io(f"adding {path} to the blob store at {self.root}"):
+                with open(path, "rb") as src:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o444)
+                    try:
+                        while n := src.readinto(buf):
+                            hasher.update(memoryview(buf)[:n])
+                            _write_all(fd, memoryview(buf)[:n], None)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                info = hasher.info()
+                if expect is not None and info != expect:
+                    raise BlobMismatch(f"{path} is blob {info.sha256[:12]}, not the one expected")
+                with self._lock:
+                    if self.blob_path(info.sha256) is None:
+                        self._write_info(info)
+                        os.rename(tmp, self._complete_path(info.sha256))
+                        _fsync_dir(self._blobs)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return self.info(info.sha256) or info
+
+    def begin(self, info: BlobInfo) -> Partial:
+        """The Partial for ``info``: the one in progress (resumed from disk) or a new one.
+
+        A partial on disk with another chunk list, or damaged, is discarded. For a blob
+        already complete the Partial misses nothing and ``complete()`` returns its path.
+        """
+        sha, n = check_sha256(info.sha256), info.num_chunks
+        with self._lock, _io(f"starting blob {sha[:12]} under {self.root}"):
+            if self.blob_path(sha) is not None:
+                return Partial(self, info, bytearray(encode_bitmap(range(n), n)), done=True)
+            if (open_ := self._partials.get(sha)) is not None:
+                if open_.info == info:
+                    return open_
+                open_._dead = True  # another chunk list replaces it below
+            have = self._load_partial(info)
+            if have is None:
+                self._create_partial(info)
+                have = bytearray((n + 7) // 8)
+            partial = self._partials[sha] = Partial(self, info, have, done=False)
+            return partial
+
+    def _load_partial(self, info: BlobInfo) -> bytearray | None:
+        sha = check_sha256(info.sha256)
+        pdir = os.path.join(self._partials_dir, sha)
+        try:
+            with open(os.path.join(pdir, "info"), "rb") as f:
+                stored = BlobInfo.from_json(f.read())
+            with open(os.path.join(pdir, "have"), "rb") as f:
+                have = bytearray(f.read())
+            decode_bitmap(bytes(have), stored.num_chunks)
+            if stored == info and os.lstat(os.path.join(pdir, "data")).st_size == info.size_bytes:
+                return have
+        except (FileNotFoundError, NotADirectoryError, InvalidBlobInfo):
+            pass
+        _remove(pdir)  # absent, damaged, or another chunk list: start afresh
+        return None
+
+    def _create_partial(self, info: BlobInfo) -> None:
+        stage = os.path.join(self._tmp, f"partial-{secrets.token_hex(8)}")
+        try:
+            os.mkdir(stage, 0o700)
+            _write_file(os.path.join(stage, "info"), info.to_json(), 0o600)
+            _write_file(os.path.join(stage, "have"), bytes((info.num_chunks + 7) // 8), 0o600)
+            fd = os.open(os.path.join(stage, "data"), os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o600)
+            try:
+                os.ftruncate(fd, info.size_bytes)  # sparse: space is taken chunk by chunk
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(stage)
+            os.rename(stage, os.path.join(self._partials_dir, info.sha256))
+            _fsync_dir(self._partials_dir)
+        finally:
+            _remove(stage)
+
+    def blob_path(self, sha256: str) -> Path | None:
+        """The path of a complete blob, else None."""
+        path = self._complete_path(sha256)
+        return Path(path) if os.path.isfile(path) and not os.path.islink(path) else None
+
+    def info(self, sha256: str) -> BlobInfo | None:
+        """The info of a complete blob, or of a partial begun in this process, else None."""
+        sha = check_sha256(sha256)
+        with self._lock:
+            if sha not in self._infos and (partial := self._partials.get(sha)) is not None:
+                return partial.info
+            if sha not in self._infos and self.blob_path(sha) is not None:
+                with (
+                    _io(f"reading the info of blob {sha[:12]} under {self.root}"),
+                    open(os.path.join(self._info_dir, sha), "rb") as f,
+                ):
+                    self._infos[sha] = BlobInfo.from_json(f.read())
+            return self._infos.get(sha)
+
+    def have(self, sha256: str) -> bytes | None:
+        """The bitmap of the chunks this store can serve for a blob (peers advertise it)."""
+        if (info := self.info(sha256)) is None:
+            return None
+        with self._lock:
+            if (partial := self._partials.get(info.sha256)) is not None:
+                return partial.have_bitmap()
+            return encode_bitmap(range(info.num_chunks), info.num_chunks)
+
+    def read_chunk(self, sha256: str, index: int) -> bytes:
+        """Chunk ``index`` of a complete blob, or a verified chunk of a partial one."""
+        short = check_sha256(sha256)[:12]
+        if (info := self.info(sha256)) is None:
+            raise BlobNotFound(f"blob {short} is not here")
+        size, offset = info.chunk_size(index), index * info.chunk_bytes
+        paths = [self._complete_path(sha256)]
+        if (partial := self._partials.get(sha256)) is not None and partial._has(index):
+            paths.insert(0, os.path.join(partial._dir, "data"))
+        with _io(f"reading chunk {index} of blob {short} under {self.root}"):
+            for path in paths:  # a partial may complete (be renamed) under our feet
+                try:
+                    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+                except FileNotFoundError:
+                    continue
+                try:
+                    data = os.pread(fd, size, offset)
+                finally:
+                    os.close(fd)
+                if len(data) == size and hashlib.sha256(data).digest() == info.chunk_hashes[index]:
+                    return data
+        raise BlobNotFound(f"chunk {index} of blob {short} is not verified here")
+
+    def delete(self, sha256: str) -> bool:
+        """Remove a blob, complete or partial, and its info. True if anything was there."""
+        sha = check_sha256(sha256)
+        with self._lock, _io(f"deleting blob {sha[:12]} under {self.root}"):
+            if (partial := self._partials.get(sha)) is not None:
+                partial._dead = True
+            self._infos.pop(sha, None)
+            paths = (self._complete_path(sha), os.path.join(self._info_dir, sha))
+            found = [p for p in paths if os.path.lexists(p)]
+            for path in found:
+                os.unlink(path)
+            return self._remove_partial(sha) or bool(found)
+
+    def _remove_partial(self, sha: str) -> bool:
+        self._partials.pop(sha, None)
+        check_sha256(sha)
+        pdir = os.path.join(self._partials_dir, sha)
+        if not os.path.lexists(pdir):
+            return False
+        _remove(pdir)
+        _fsync_dir(self._partials_dir)
+        return True
+
+    def gc(self, referenced: Iterable[str], pinned: Iterable[str]) -> list[str]:
+        """Delete every blob, complete or partial, neither referenced nor pinned.
+
+        Returns the hashes removed; symlinks to them are the caller's to remove first.
+        """
+        keep = set(referenced) | set(pinned)
+        with self._lock, _io(f"collecting garbage under {self.root}"):
+            found: set[str] = set()
+            for d in (self._blobs, self._info_dir, self._partials_dir):
+                found.update(n for n in os.listdir(d) if _HEX64.fullmatch(n))
+            doomed = sorted(found - keep)
+            for sha in doomed:
+                self.delete(sha)
+        return doomed
+
+    def _write_info(self, info: BlobInfo) -> None:
+        tmp = os.path.join(self._tmp, f"info-{secrets.token_hex(8)}")
+        try:
+            _write_file(tmp, info.to_json(), 0o444)
+            os.rename(tmp, os.path.join(self._info_dir, info.sha256))  # BlobInfo checked it
+            _fsync_dir(self._info_dir)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+class _Hasher:
+    """The whole-blob hash and the chunk hashes of a stream, in one pass."""
+
+    def __init__(self, chunk_bytes: int) -> None:
+        _check_chunk_bytes(chunk_bytes)
+        self.chunk_bytes, self.in_chunk, self.size = chunk_bytes, 0, 0
+        self.whole, self.chunk = hashlib.sha256(), hashlib.sha256()
+        self.hashes: list[bytes] = []
+
+    def update(self, data: memoryview) -> None:
+        self.whole.update(data)
+        self.size += len(data)
+        while data:
+            take = min(len(data), self.chunk_bytes - self.in_chunk)
+            self.chunk.update(data[:take])
+            self.in_chunk, data = self.in_chunk + take, data[take:]
+            if self.in_chunk == self.chunk_bytes:
+                self.hashes.append(self.chunk.digest())
+                self.chunk, self.in_chunk = hashlib.sha256(), 0
+
+    def info(self) -> BlobInfo:
+        tail = [self.chunk.digest()] if self.in_chunk else []
+        return BlobInfo(self.whole.hexdigest(), self.size, self.chunk_bytes, (*self.hashes, *tail))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_chunk_bytes(value: object) -> None:
+    if not (
+        isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_CHUNK_BYTES
+    ):
+        raise InvalidBlobInfo(f"chunk_bytes must be 1..{MAX_CHUNK_BYTES}, got {value!r}")
+
+
+@contextlib.contextmanager
+def _io(what: str) -> Iterator[None]:
+    """Turn OSError into StoreError / StoreFull, naming what we were doing."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreFull(
+                f"no space left while {what}: nothing was marked or made visible; "
+                "free disk space and retry (verified chunks are kept)"
+            ) from exc
+        raise StoreError(f"{what}: {exc.strerror or exc}") from exc
+
+
+def _write_all(fd: int, data: memoryview, offset: int | None) -> None:
+    while data:
+        n = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
+        data, offset = data[n:], None if offset is None else offset + n
+
+
+def _pwrite_sync(path: str, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
+    try:
+        _write_all(fd, memoryview(data), offset)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: str, content: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
+    try:
+        _write_all(fd, memoryview(content), None)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
