@@ -1,0 +1,156 @@
+"""filecast between real envoy nodes on loopback: a seeder imports the blob from its seed
+dir, every node fetches it and materializes the target; a revoke removes it everywhere.
+Also the pure plan, and a peer offering a chunk list the record did not sign."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+from fleet_helpers import make_envoy
+from manifest_helpers import SERVER_KEY
+
+from vigo_server_lite.ca import FleetCA
+from vigo_swarm import DiscoveryConfig, SwarmConfig, SwarmNode
+from vigo_swarm.blobstore import BlobInfo, describe_file
+from vigo_swarm.filecast import FilecastService, live_filecast, matches_record, plan
+from vigo_swarm.gossip import GossipConfig, ManifestGossip
+from vigo_swarm.hlc import pack
+from vigo_swarm.manifest import RecordFields, Retention, sign, tombstone_fields
+from vigo_swarm.manifest_store import ManifestStore
+from vigo_swarm.transfer import TransferConfig
+
+AUTH = {"server": SERVER_KEY.verify_key.encode()}
+CHUNK = 64 * 1024
+
+
+def stamp() -> int:
+    return pack(int(time.time() * 1000), 0)
+
+
+def record_for(info: BlobInfo, target: str, **kw: object):  # type: ignore[no-untyped-def]
+    return sign(
+        RecordFields(
+            key="filecast/" + uuid.uuid5(uuid.NAMESPACE_URL, target).hex,
+            blob=info.sha256,
+            size_bytes=info.size_bytes,
+            chunk_bytes=info.chunk_bytes,
+            chunks_digest=info.chunks_digest,
+            targets=(target,),
+            retention=kw.get("retention", Retention.until_revoked()),  # type: ignore[arg-type]
+            tombstone=False,
+            hlc=stamp(),
+            origin="server",
+        ),
+        SERVER_KEY,
+    )
+
+
+async def start(
+    ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, mport: int, seed_dir: Path | None = None
+) -> FilecastService:
+    env = make_envoy(ca, tmp, f"f{n}")
+    addr = f"127.0.0.{n}"
+    node = SwarmNode(
+        env.node_identity,
+        SwarmConfig(
+            listen_address=addr,
+            port=0,
+            advertise_addresses=(addr,),
+            discovery=DiscoveryConfig(port=mport, interface_address=addr, announce_interval_s=0.5),
+        ),
+    )
+    gossip = ManifestGossip(
+        node,
+        ManifestStore(tmp / f"f{n}.db", AUTH),
+        GossipConfig(min_gap_s=0.2, anti_entropy_interval_s=1),
+    )
+    svc = FilecastService(
+        node,
+        gossip,
+        tmp / f"f{n}" / "swarm",
+        seed_dirs=(seed_dir,) if seed_dir else (),
+        transfer=TransferConfig(refresh_have_s=0.1),
+        rescan_s=0.3,
+    )
+    await nursery.start(node.run)
+    await nursery.start(gossip.run)
+    await nursery.start(svc.run)
+    return svc
+
+
+def info_of(letter: str, *, fill: int = 0, extra: int = 0) -> BlobInfo:
+    """A two-chunk blob description (the hashes need not be real for the pure tests)."""
+    return BlobInfo(letter * 64, CHUNK + 10 + extra, CHUNK, (bytes([fill]) * 32, b"\1" * 32))
+
+
+async def wait_until(pred, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout_s):
+        while not pred():
+            await trio.sleep(0.05)
+
+
+@pytest.mark.integration
+async def test_distribute_then_revoke_across_three_envoys(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    mport = 40000 + uuid.uuid4().int % 20000
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    content = os.urandom(30 * CHUNK + 7)
+    src = tmp_path / "motd"
+    src.write_bytes(content)
+    info = describe_file(src, CHUNK)
+    (seed_dir / info.sha256).write_bytes(content)
+    svcs = [await start(ca, tmp_path, nursery, 100, mport, seed_dir)]
+    svcs += [await start(ca, tmp_path, nursery, 101 + i, mport) for i in range(2)]
+    await wait_until(lambda: all(len(s.node.peers()) == 2 for s in svcs), "discovery")
+
+    rec = record_for(info, "etc/motd")
+    await svcs[0].gossip.merge([rec], "server")
+
+    def arrived(s: FilecastService) -> bool:
+        link = s.files_root / "etc" / "motd"
+        return link.is_symlink() and link.resolve().read_bytes() == content
+
+    await wait_until(lambda: all(arrived(s) for s in svcs), "the file on every envoy")
+    sources = [set(b.progress.sources) for s in svcs[1:] for b in s.blobs.values() if b.progress]
+    assert sources and all(sources)
+
+    gone = sign(tombstone_fields(rec.key, hlc=stamp(), origin="server"), SERVER_KEY)
+    await svcs[2].gossip.merge([gone], "server")
+    await wait_until(
+        lambda: all(
+            not (s.files_root / "etc" / "motd").exists() and s.store.blob_path(info.sha256) is None
+            for s in svcs
+        ),
+        "the revoke everywhere: link removed, blob collected",
+    )
+
+
+def test_plan_links_fetches_unlinks_and_keeps_pinned() -> None:
+    a = info_of("a")
+    b = info_of("b")
+    ra = record_for(a, "x/one", retention=Retention.pinned())
+    rb = record_for(b, "x/two")
+    p = plan([ra, rb], complete={a.sha256}, links={"x/stale": "c" * 64})
+    assert [r.blob for r in p.fetch] == [b.sha256]
+    assert p.link == (("x/one", a.sha256),)
+    assert p.unlink == ("x/stale",)
+    assert p.pinned == {a.sha256} and p.referenced == {a.sha256, b.sha256}
+    expired = record_for(a, "x/old", retention=Retention.expires_at(time.time() - 1))
+    assert live_filecast([expired, ra], time.time()) == [ra]
+
+
+def test_a_chunk_list_the_record_did_not_sign_is_refused() -> None:
+    info = info_of("a")
+    rec = record_for(info, "t")
+    assert matches_record(info, rec) is None
+    forged = info_of("a", fill=7)
+    assert "chunk list" in (matches_record(forged, rec) or "")
+    assert "size" in (matches_record(info_of("a", extra=1), rec) or "")

@@ -1,0 +1,277 @@
+"""filecast on an envoy: make ``files/<target>`` follow the manifest's live records.
+
+``plan`` is pure: from the live records, the blobs held, and the symlinks present, it
+says what to fetch, what to link, what to unlink and which blobs may be collected.
+``FilecastService`` executes it whenever the manifest changes (and periodically):
+
+- a record whose blob we lack → learn the blob's chunk list (from the seed dir on a
+  seeder, else from a peer) and check it against the *signed* record (sha256, size,
+  chunk size, chunks digest) before fetching a single chunk; then fetch;
+- a complete blob → materialize every target atomically (never outside ``files/``);
+- a target no live record names (revoked, expired, replaced) → unlink it;
+- blobs no live record references, unless pinned → garbage-collected.
+
+Errors (a bad target, a full disk, no source yet) are per record: logged once, shown in
+status, retried later; they never stop the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import http11
+from .blobstore import BlobError, BlobInfo, BlobStore, StoreFull
+from .gossip import ManifestGossip
+from .manifest import Record, RetentionKind
+from .materialize import MaterializeError, is_blob_link, materialize, unmaterialize
+from .node import SwarmNode
+from .transfer import Fetcher, FetchProgress, TransferConfig, register_blob_routes
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    fetch: tuple[Record, ...]
+    link: tuple[tuple[str, str], ...]  # (target, blob sha256)
+    unlink: tuple[str, ...]
+    referenced: frozenset[str]
+    pinned: frozenset[str]
+
+
+def live_filecast(records: Iterable[Record], now_unix: float) -> list[Record]:
+    """Live filecast records: not tombstones, not expired."""
+    live = []
+    for r in records:
+        if r.tombstone or not r.key.startswith("filecast/"):
+            continue
+        ret = r.retention
+        if ret.kind is RetentionKind.EXPIRES_AT and (ret.expires_at_unix or 0) <= now_unix:
+            continue
+        live.append(r)
+    return live
+
+
+def plan(live: Iterable[Record], complete: set[str], links: Mapping[str, str]) -> Plan:
+    """Pure: the actions that make ``links`` (target → blob) match ``live``."""
+    want: dict[str, str] = {}
+    fetch: dict[str, Record] = {}
+    pinned: set[str] = set()
+    for rec in sorted(live, key=lambda r: (r.hlc, r.origin)):  # newest last: it wins a target
+        for target in rec.targets:
+            want[target] = rec.blob
+        if rec.blob not in complete:
+            fetch[rec.blob] = rec
+        if rec.retention.kind is RetentionKind.PINNED:
+            pinned.add(rec.blob)
+    link = tuple(sorted((t, b) for t, b in want.items() if b in complete and links.get(t) != b))
+    unlink = tuple(sorted(t for t in links if t not in want))
+    return Plan(tuple(fetch.values()), link, unlink, frozenset(want.values()), frozenset(pinned))
+
+
+def matches_record(info: BlobInfo, rec: Record) -> str | None:
+    """Why a chunk list does not fit the signed record, or None when it does."""
+    if info.sha256 != rec.blob:
+        return "its hash differs from the record's"
+    if info.size_bytes != rec.size_bytes:
+        return f"its size {info.size_bytes} differs from the record's {rec.size_bytes}"
+    if info.chunk_bytes != rec.chunk_bytes:
+        return "its chunk size differs from the record's"
+    if info.chunks_digest != rec.chunks_digest:
+        return "its chunk list is not the one the record signed"
+    return None
+
+
+# --------------------------------------------------------------------------- service
+
+
+@dataclass(slots=True)
+class BlobState:
+    sha256: str
+    targets: tuple[str, ...]
+    state: str = "missing"  # missing | partial | complete | materialized | error
+    error: str = ""
+    progress: FetchProgress | None = None
+
+    def view(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "blob": self.sha256,
+            "targets": list(self.targets),
+            "state": self.state,
+            "error": self.error,
+            "have_chunks": p.have_chunks if p else (1 if self.state != "missing" else 0),
+            "total_chunks": p.total_chunks if p else 1,
+            "sources": dict(p.sources) if p else {},
+            "bad_chunks": p.bad_chunks if p else 0,
+        }
+
+
+@dataclass(slots=True)
+class FilecastService:
+    node: SwarmNode
+    gossip: ManifestGossip
+    root: Path  # <state>/swarm
+    seed_dirs: tuple[Path, ...] = ()
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    rescan_s: float = 2.0
+    store: BlobStore = field(init=False)
+    blobs: dict[str, BlobState] = field(default_factory=dict)
+    _fetching: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.store = BlobStore(self.root)
+        register_blob_routes(self.node, self.store)
+
+    @property
+    def files_root(self) -> Path:
+        return self.root / "files"
+
+    def current_links(self) -> dict[str, str]:
+        """target → blob for every symlink of ours under files/ (never followed)."""
+        links: dict[str, str] = {}
+        base = self.files_root
+        if not base.is_dir():
+            return links
+        for dirpath, _dirs, names in os.walk(base, followlinks=False):
+            for name in names:
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    text = os.readlink(path)
+                    if is_blob_link(text):
+                        links[str(path.relative_to(base))] = Path(text).name
+        return links
+
+    def status(self) -> list[dict[str, Any]]:
+        return [b.view() for b in self.blobs.values()]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.files_root.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                changed = self.gossip.changed
+                await self.reconcile(nursery)
+                with trio.move_on_after(self.rescan_s):
+                    await changed.wait()
+
+    async def reconcile(self, nursery: trio.Nursery) -> None:
+        live = live_filecast(self.gossip.manifest.records(), time.time())
+        complete = {r.blob for r in live if self.store.blob_path(r.blob) is not None}
+        links = await trio.to_thread.run_sync(self.current_links)
+        todo = plan(live, complete, links)
+        self.blobs = {r.blob: self.blobs.get(r.blob) or BlobState(r.blob, r.targets) for r in live}
+        for rec in todo.fetch:
+            if rec.blob not in self._fetching:
+                self._fetching.add(rec.blob)
+                nursery.start_soon(self._obtain, rec)
+        for target, blob in todo.link:
+            await self._link(target, blob)
+        for target in todo.unlink:
+            try:
+                await trio.to_thread.run_sync(unmaterialize, self.files_root, target)
+                log.info("filecast: removed %s (no live record names it)", target)
+            except (MaterializeError, OSError) as exc:
+                log.warning("filecast: cannot remove %s: %s", target, exc)
+        for blob, state in self.blobs.items():
+            if blob in complete and state.state in ("missing", "partial"):
+                state.state = "complete"
+        collected = await trio.to_thread.run_sync(self.store.gc, todo.referenced, todo.pinned)
+        for blob in collected:
+            log.info("filecast: collected unreferenced blob %s", blob[:12])
+
+    async def _link(self, target: str, blob: str) -> None:
+        path = self.store.blob_path(blob)
+        state = self.blobs.get(blob)
+        if path is None or state is None:
+            return
+        try:
+            await trio.to_thread.run_sync(materialize, self.files_root, target, path)
+        except (MaterializeError, ValueError, OSError) as exc:
+            state.state, state.error = "error", f"{target}: {exc}"
+            log.warning("filecast: refused to materialize %s: %s", target, exc)
+            return
+        state.state, state.error = "materialized", ""
+        log.info("filecast: %s -> blob %s", target, blob[:12])
+
+    async def _obtain(self, rec: Record) -> None:
+        state = self.blobs.setdefault(rec.blob, BlobState(rec.blob, rec.targets))
+        try:
+            while True:
+                if await self._from_seed_dir(rec):
+                    break
+                info = await self._info_from_peers(rec)
+                if info is None:
+                    state.error = "no source holds this blob yet"
+                    await trio.sleep(self.rescan_s)
+                    continue
+                fetcher = Fetcher(self.node, self.store, info, self.transfer)
+                state.state, state.progress = "partial", fetcher.progress
+                try:
+                    await fetcher.fetch()
+                except StoreFull as exc:
+                    state.state, state.error = "error", str(exc)
+                    log.warning("filecast: %s", exc)
+                    await trio.sleep(self.rescan_s * 5)
+                    continue
+                break
+            state.state, state.error = "complete", ""
+            self.gossip.changed.set()  # reconcile now: materialize
+        except BlobError as exc:
+            state.state, state.error = "error", str(exc)
+            log.warning("filecast: blob %s: %s", rec.blob[:12], exc)
+        finally:
+            self._fetching.discard(rec.blob)
+
+    async def _from_seed_dir(self, rec: Record) -> bool:
+        for seed in self.seed_dirs:
+            path = seed / rec.blob
+            if path.is_file():
+                try:
+                    info = await trio.to_thread.run_sync(self.store.add_file, path, rec.chunk_bytes)
+                except BlobError as exc:
+                    log.warning("filecast: seed file %s refused: %s", path, exc)
+                    continue
+                problem = matches_record(info, rec)
+                if problem is not None:  # the seed dir changed under the record: refuse
+                    await trio.to_thread.run_sync(self.store.delete, info.sha256)
+                    log.warning("filecast: seed file %s refused: %s", path, problem)
+                    continue
+                log.info("filecast: seeding %s from %s", rec.blob[:12], seed)
+                return True
+        return False
+
+    async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
+        for peer in self.node.peers():
+            try:
+                async with await self.node.dial(peer) as conn:
+                    resp = await conn.request("GET", f"/swarm/v1/blobs/{rec.blob}/info")
+            except http11.ClientError:
+                continue
+            if resp.status != 200:
+                continue
+            try:
+                info = BlobInfo.from_json(resp.body)
+            except BlobError:
+                continue
+            problem = matches_record(info, rec)
+            if problem is None:
+                return info
+            log.warning(
+                "filecast: peer %s offered a chunk list for %s that %s",
+                peer.uuid,
+                rec.blob[:12],
+                problem,
+            )
+        return None
