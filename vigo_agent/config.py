@@ -32,6 +32,7 @@ class AgentConfig:
     peer_expire_s: float = 0.0  # 0 = derived from the announce and check-in intervals
     peer_confirm_ttl_s: float = 60.0
     control_socket: str = ""  # "" = <state>/control.sock
+    seed_dirs: tuple[str, ...] = ()  # a seeder: directories holding blobs named by sha256
     log_level: str = "info"
 
 
@@ -45,6 +46,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "peer_confirm_ttl_s": (1, 86400),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
+_ADDRESS_LISTS = {"advertise_addresses"}
 
 
 def _check_ip(key: str, value: str, *, multicast: bool = False) -> None:
@@ -83,7 +85,10 @@ def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {key} must be a list of strings")
             for item in value:
-                _check_ip(f"{source}: {key}", item)
+                if key in _ADDRESS_LISTS:
+                    _check_ip(f"{source}: {key}", item)
+                elif not item.startswith("/") or "\0" in item:
+                    raise ConfigError(f"{source}: {key}: {item!r} is not an absolute path")
             value = tuple(value)
         elif not isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a string")

@@ -3,6 +3,7 @@
     root nursery
     ├── SwarmNode            peer channel (TCP 1531, mTLS), multicast discovery, prober
     ├── ManifestGossip       keeps the manifest equal across envoys (peer channel)
+    ├── FilecastService      fetches blobs the manifest names, materializes files/
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
@@ -24,6 +25,7 @@ from typing import Any
 import trio
 
 from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, TableConfig
+from vigo_swarm.filecast import FilecastService
 from vigo_swarm.gossip import ManifestGossip
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
@@ -75,6 +77,12 @@ class Daemon:
         for problem in self.manifest.load_errors:
             log.warning("manifest: dropped a stored record: %s", problem)
         self.gossip = ManifestGossip(self.node, self.manifest)
+        self.filecast = FilecastService(
+            self.node,
+            self.gossip,
+            paths.swarm_dir,
+            seed_dirs=tuple(Path(d) for d in config.seed_dirs),
+        )
         self.checkin = CheckinService(
             node=self.node,
             server_url=identity.server_url,
@@ -101,6 +109,7 @@ class Daemon:
             "server_url": self.identity.server_url,
             "checkin": vars_of(self.checkin.stats),
             "manifest": {"records": len(self.manifest.manifest), **vars_of(self.gossip.stats)},
+            "filecast": self.filecast.status(),
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
 
@@ -124,6 +133,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(self.node.run)
             await nursery.start(self.gossip.run)
+            await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.control.run)
             log.info(

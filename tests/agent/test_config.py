@@ -36,6 +36,7 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ("advertise_addresses: ['10.0.0.1; reboot']\n", "not an IP address"),
         ("multicast_group: 10.0.0.1\n", "not a multicast group"),
         ("log_level: loud\n", "log_level must be one of"),
+        ("seed_dirs: [relative/dir]\n", "not an absolute path"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("port: [\n", "not valid YAML"),
         ("x: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
