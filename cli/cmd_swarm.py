@@ -82,6 +82,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     for key, value in lines:
         print(f"{key + ':':<15}{value}")
+    for blob in status.get("filecast", []):
+        done, total = blob["have_chunks"], blob["total_chunks"]
+        sources = ", ".join(f"{peer[:8]}:{n}" for peer, n in blob["sources"].items())
+        line = f"{blob['blob'][:12]}  {blob['state']:<12} {done}/{total} chunks"
+        line += f"  -> {', '.join(blob['targets'])}"
+        if sources:
+            line += f"  from {sources}"
+        if blob["error"]:
+            line += f"  error: {blob['error']}"
+        print(f"{'filecast:':<15}{line}")
     return EXIT_OK
 
 
