@@ -1,7 +1,7 @@
 """``vigocli`` -- the operator/admin command, talking to the server lite's HTTP API.
 
-One module per verb group (``vigocli_tokens``, ``vigocli_envoys``; later e.g.
-``vigocli_swarm``), each with ``register(subparsers, common)``; ``common`` is the parent
+One module per verb group (``vigocli_tokens``, ``vigocli_envoys``, ``vigocli_swarm``),
+each with ``register(subparsers, common)``; ``common`` is the parent
 parser carrying the global options so they work before or after the verb. Connection
 settings and the HTTP client live in ``vigocli_admin``.
 """
@@ -12,10 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import vigocli_envoys, vigocli_tokens
+from . import vigocli_envoys, vigocli_swarm, vigocli_tokens
 from ._common import run_main
 
-GROUPS = (vigocli_tokens, vigocli_envoys)
+GROUPS = (vigocli_tokens, vigocli_envoys, vigocli_swarm)
 
 DESCRIPTION = """\
 The Vigo operator command. It talks to the server lite's admin API over HTTPS with the
@@ -42,7 +42,9 @@ examples:
   vigocli --server https://vigo:8443 --admin-token-file /srv/vigo/admin.token \\
           --ca-file /srv/vigo/ca/ca.pem token create --max-uses 10 --ttl-s 86400
   vigocli envoys list --json
-  vigocli envoys revoke 0b7c5d1e-…"""
+  vigocli envoys revoke 0b7c5d1e-…
+  vigocli swarm filecast distribute ./motd --target etc/motd
+  vigocli swarm filecast status --watch"""
 
 
 def _global_options(parser: argparse.ArgumentParser, default: object) -> None:

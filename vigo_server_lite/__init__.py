@@ -1,4 +1,5 @@
-"""Vigo server lite: fleet CA, join tokens, enrollment, envoy registry and check-in.
+"""Vigo server lite: fleet CA, join tokens, enrollment, envoy registry and check-in,
+and the filecast authority (signed manifest records, the seed directory).
 
 Public surface::
 
@@ -7,8 +8,10 @@ Public surface::
     DataPaths                          -- where the data dir keeps the CA, TLS, token, db
     ServerLiteError, ConfigError, SetupError, Refusal   -- see ``errors``
 
-Modules: ``tokens``, ``validation`` and ``registry`` are pure (no IO, no clock);
-``db`` owns SQLite; ``datadir`` prepares the data dir; ``api`` and ``openapi`` are the
+Modules: ``tokens``, ``validation``, ``registry``, ``filecast`` and ``filecast_status``
+are pure (no IO, no clock); ``db`` (with ``filecast_db``) owns SQLite; ``datadir``
+prepares the data dir; ``authority`` is the server's manifest and signer, ``seed`` its
+seed directory; ``api``, ``filecast_api``, ``openapi`` and ``openapi_swarm`` are the
 HTTP surface; ``server`` wires it onto ``vigo_swarm.http11.HTTPSServer``.
 """
 

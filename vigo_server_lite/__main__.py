@@ -19,16 +19,18 @@ log = logging.getLogger("vigo_server_lite")
 
 DESCRIPTION = """\
 The Vigo server lite: the fleet CA, join tokens, enrollment, the envoy registry and
-check-in, as a JSON API over HTTPS under /api/v1 (OpenAPI at /api/v1/openapi.json).
+check-in, and the filecast authority (signed manifest records, the seed directory), as a
+JSON API over HTTPS under /api/v1 (OpenAPI at /api/v1/openapi.json).
 
 On first start it creates, in the data dir: the fleet CA (ca/, key mode 0600), its own
 TLS certificate (tls/), the admin bearer token (admin.token, mode 0600 -- only its path
 is ever printed) and the SQLite database (server.db). Later starts reuse them; the TLS
-certificate is reissued when the advertised names change."""
+certificate is reissued when the advertised names change. Filecast keeps its manifest in
+swarm/manifest.db and the blobs it distributes in seed/ (see docs/filecast.md)."""
 
 EPILOG = """\
 configuration: flags > <data-dir>/server.yaml (keys: listen, advertise,
-checkin_interval_s; unknown keys are refused) > defaults.
+checkin_interval_s, filecast_max_upload_bytes; unknown keys are refused) > defaults.
 
 exit status: 0 after SIGTERM/SIGINT, 2 for bad flags or configuration, 1 when the data
 dir cannot be prepared or the port cannot be bound."""
@@ -83,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between envoy check-ins (default 30)",
     )
     serve.add_argument(
+        "--filecast-max-upload-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest file `vigocli swarm filecast distribute` may upload; the server "
+        "holds the upload in memory (default 268435456 = 256 MiB)",
+    )
+    serve.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -125,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             advertise=args.advertise,
             checkin_interval_s=args.checkin_interval_s,
             ready_file=args.ready_file,
+            filecast_max_upload_bytes=args.filecast_max_upload_bytes,
         )
     except ServerLiteError as exc:
         print(f"vigo-server-lite: {exc}", file=sys.stderr)

@@ -6,7 +6,8 @@ raised anywhere becomes ``{"error": {"code", "message"}}`` with its status; it i
 logged once at INFO with its code (never with a token secret, a key or the admin token).
 
 Only the routes in ``ROUTES`` answer (an allowlist, not a denylist: Salt CVE-2020-11651).
-Identity for ``/checkin`` comes only from the verified client certificate.
+Identity for ``/checkin`` and the envoy-facing ``/swarm`` routes comes only from the
+verified client certificate. The filecast handlers are in ``filecast_api``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from typing import Any
 
 from vigo_swarm.http11 import HTTPError, Request, Response, Router, json_response
 
+from .authority import FilecastAuthority
 from .ca import CAError, FleetCA
 from .config import ServerConfig
 from .datadir import Prepared
 from .db import Database, Issued, Store
 from .errors import Refusal, bad_request
+from .filecast_api import FilecastRoutes, FilecastStats
 from .openapi import openapi_document
 from .registry import FleetView, fleet_view
+from .seed import SeedDir
 from .tokens import TokenRecord, hash_secret, new_token, parse_token
 from .validation import normalize_hostname, parse_checkin, parse_enroll, parse_token_create
 
@@ -38,7 +42,10 @@ log = logging.getLogger(__name__)
 PEM_TYPE = "application/x-pem-file"
 SMALL_BODY = 4 * 1024
 ENROLL_BODY = 16 * 1024
-CHECKIN_BODY = 16 * 1024
+CHECKIN_BODY = 256 * 1024  # up to 1000 filecast progress items
+TARGET_BODY = 16 * 1024  # a 1 KiB target, even with every character \u-escaped
+SYNC_BODY = 16 << 20  # a summary of 100 000 keys
+UPLOAD_BODY = -1  # stands for config.filecast_max_upload_bytes
 NO_BODY = 1024
 
 Clock = Callable[[], float]
@@ -61,22 +68,39 @@ class ApiStats:
     refusals: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-class App:
-    def __init__(self, prepared: Prepared, config: ServerConfig, clock: Clock) -> None:
+class App(FilecastRoutes):
+    def __init__(
+        self,
+        prepared: Prepared,
+        config: ServerConfig,
+        clock: Clock,
+        authority: FilecastAuthority,
+        seed: SeedDir,
+    ) -> None:
         self.ca: FleetCA = prepared.ca
         self.server_names = prepared.server_names
         self.config = config
         self.clock = clock
         self.db = Database(prepared.store)
+        self.authority = authority
+        self.seed = seed
         self.stats = ApiStats()
+        self.filecast_stats = FilecastStats()
         self._admin_token = prepared.admin_token.encode("ascii")
         self._view: tuple[int, FleetView] = (-1, FleetView())
+        self._admitted: tuple[int, set[tuple[str, int]]] = (-1, set())
+
+    def close(self) -> None:
+        self.db.close()
+        self.authority.close()
 
     # ------------------------------------------------------------------ plumbing
 
     def router(self) -> Router:
         router = Router()
         for method, path, name, max_body in ROUTES:
+            if max_body == UPLOAD_BODY:
+                max_body = self.config.filecast_max_upload_bytes
             router.add(method, path, self._wrap(getattr(self, name)), max_body=max_body)
         return router
 
@@ -262,6 +286,7 @@ class App:
                 "revoked": view.revoked.to_json(),
                 "checkin_interval_s": self.config.checkin_interval_s,
                 "server_time": now,
+                "manifest_version": self.authority.version,
             }
         )
 
@@ -288,4 +313,11 @@ ROUTES: tuple[tuple[str, str, str, int], ...] = (
     ("GET", "/api/v1/envoys/{envoy}", "show_envoy", NO_BODY),
     ("POST", "/api/v1/envoys/{envoy_uuid}/revoke", "revoke_envoy", NO_BODY),
     ("POST", "/api/v1/checkin", "checkin", CHECKIN_BODY),
+    ("POST", "/api/v1/swarm/filecast", "filecast_distribute", UPLOAD_BODY),
+    ("GET", "/api/v1/swarm/filecast", "filecast_list", NO_BODY),
+    ("POST", "/api/v1/swarm/filecast/revoke", "filecast_revoke", TARGET_BODY),
+    ("GET", "/api/v1/swarm/filecast/status", "filecast_status", NO_BODY),
+    ("POST", "/api/v1/swarm/manifest/sync", "manifest_sync", SYNC_BODY),
+    ("GET", "/api/v1/swarm/seed/{sha256}/info", "seed_info", NO_BODY),
+    ("GET", "/api/v1/swarm/seed/{sha256}/chunks/{index}", "seed_chunk", NO_BODY),
 )

@@ -1,11 +1,12 @@
 """Server lite configuration: typed, frozen, strict.
 
 Sources, strongest first: command-line flags, ``server.yaml`` (default
-``<data-dir>/server.yaml``), built-in defaults. ``server.yaml`` knows three keys for now::
+``<data-dir>/server.yaml``), built-in defaults. ``server.yaml`` knows these keys::
 
     listen: "0.0.0.0:8443"        # HOST:PORT ([v6]:PORT for IPv6)
     advertise: [vigo.example.net] # names/addresses envoys dial; they go on the TLS cert
     checkin_interval_s: 30        # told to envoys at enrollment and at every check-in
+    filecast_max_upload_bytes: 268435456  # largest filecast upload (held in memory)
 
 An unknown key is refused with a message naming the key and the file.
 """
@@ -25,7 +26,9 @@ DEFAULT_DATA_DIR = Path("/srv/vigo")
 DEFAULT_LISTEN = "0.0.0.0:8443"
 DEFAULT_CHECKIN_INTERVAL_S = 30
 MAX_CHECKIN_INTERVAL_S = 86400
-YAML_KEYS = frozenset({"listen", "advertise", "checkin_interval_s"})
+DEFAULT_FILECAST_MAX_UPLOAD_BYTES = 256 << 20
+MAX_FILECAST_UPLOAD_BYTES = 1 << 40  # the manifest's largest blob
+YAML_KEYS = frozenset({"listen", "advertise", "checkin_interval_s", "filecast_max_upload_bytes"})
 
 
 def default_data_dir() -> Path:
@@ -40,6 +43,7 @@ class ServerConfig:
     advertise: tuple[str, ...] = ()
     checkin_interval_s: int = DEFAULT_CHECKIN_INTERVAL_S
     ready_file: Path | None = None
+    filecast_max_upload_bytes: int = DEFAULT_FILECAST_MAX_UPLOAD_BYTES
 
 
 def parse_listen(value: str, origin: str) -> tuple[str, int]:
@@ -87,8 +91,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
         if not isinstance(adv, list) or not all(isinstance(a, str) and a for a in adv):
             raise ConfigError(f"{path}: 'advertise' must be a list of names or addresses")
         out["advertise"] = adv
-    if "checkin_interval_s" in data:
-        out["checkin_interval_s"] = data["checkin_interval_s"]
+    for key in ("checkin_interval_s", "filecast_max_upload_bytes"):
+        if key in data:
+            out[key] = data[key]
     return out
 
 
@@ -100,6 +105,16 @@ def check_interval(value: object, origin: str) -> int:
     return value
 
 
+def check_upload_bytes(value: object, origin: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{origin}: filecast_max_upload_bytes must be an integer (bytes)")
+    if not 1 <= value <= MAX_FILECAST_UPLOAD_BYTES:
+        raise ConfigError(
+            f"{origin}: filecast_max_upload_bytes must be 1..{MAX_FILECAST_UPLOAD_BYTES}"
+        )
+    return value
+
+
 def build_config(
     *,
     data_dir: Path | None = None,
@@ -108,6 +123,7 @@ def build_config(
     advertise: list[str] | None = None,
     checkin_interval_s: int | None = None,
     ready_file: Path | None = None,
+    filecast_max_upload_bytes: int | None = None,
 ) -> ServerConfig:
     """Merge flags (the keyword arguments, ``None`` = not given) over server.yaml."""
     data = data_dir or default_data_dir()
@@ -125,6 +141,13 @@ def build_config(
         interval = check_interval(
             from_file.get("checkin_interval_s", DEFAULT_CHECKIN_INTERVAL_S), str(yaml_path)
         )
+    if filecast_max_upload_bytes is not None:
+        upload = check_upload_bytes(filecast_max_upload_bytes, "--filecast-max-upload-bytes")
+    else:
+        upload = check_upload_bytes(
+            from_file.get("filecast_max_upload_bytes", DEFAULT_FILECAST_MAX_UPLOAD_BYTES),
+            str(yaml_path),
+        )
     names = advertise if advertise else from_file.get("advertise", [])
     return ServerConfig(
         data_dir=data,
@@ -133,4 +156,5 @@ def build_config(
         advertise=tuple(dict.fromkeys(names)),
         checkin_interval_s=interval,
         ready_file=ready_file,
+        filecast_max_upload_bytes=upload,
     )

@@ -10,6 +10,8 @@ Layout (all under ``--data-dir``, default ``/srv/vigo``; the dir itself is 0700)
     admin.token         the admin bearer token (0600); only its *path* is ever printed
     server.db           SQLite (WAL) database
     server.yaml         optional configuration (see config.py)
+    swarm/manifest.db   the filecast authority's manifest (SQLite, see authority.py)
+    seed/               the blobs it distributes and their infos (see seed.py)
 
 Everything here is blocking; the server calls ``prepare`` from a worker thread.
 """
@@ -78,6 +80,14 @@ class DataPaths:
     @property
     def database(self) -> Path:
         return self.root / "server.db"
+
+    @property
+    def manifest_db(self) -> Path:
+        return self.root / "swarm" / "manifest.db"
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.root / "seed"
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""The server lite's SQLite database (WAL): join tokens, envoys, certificates.
+"""The server lite's SQLite database (WAL): join tokens, envoys, certificates, and
+filecast's progress reports (tables in ``filecast_db``).
 
 ``Store`` is synchronous and owns one connection; ``Database`` runs its methods in a
 worker thread through a one-slot ``trio.CapacityLimiter``, so the event loop never
@@ -12,11 +13,13 @@ Invariants:
 - a token's use count only grows through ``enroll``, by a conditional increment in
   the same transaction that records the envoy: a use is never lost or doubled;
 - at most one ``active`` envoy per hostname (partial unique index);
-- an envoy's certificate serials are recorded in the same transaction as the envoy.
+- an envoy's certificate serials are recorded in the same transaction as the envoy;
+- a check-in's filecast progress is stored in the check-in's own transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -29,13 +32,14 @@ from typing import TypeVar
 
 import trio
 
+from . import filecast_db
 from .errors import Refusal, SetupError
 from .registry import EnvoyRecord, serial_hex
 from .tokens import JoinToken, TokenRecord, check_usable
 from .validation import CheckinRequest
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: filecast_progress, filecast_revocations
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS join_tokens (
@@ -101,7 +105,7 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA + filecast_db.SCHEMA)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise SetupError(f"cannot open the database {path}: {exc}") from exc
@@ -112,6 +116,11 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on any exception), for the
+        table modules (``filecast_db``) that share this connection."""
+        return self._txn()
 
     @contextmanager
     def _txn(self) -> Iterator[sqlite3.Connection]:
@@ -258,17 +267,18 @@ class Store:
             self.generation += 1
         return envoy
 
+    def admit(self, envoy_uuid: str, serial: int) -> EnvoyRecord:
+        """The envoy a verified certificate names, if it is in good standing (the
+        check-in rule, for the other envoy-facing endpoints); else ``Refusal(403)``."""
+        with self._txn() as db:
+            return _in_good_standing(db, envoy_uuid, serial)
+
     def checkin(self, envoy_uuid: str, serial: int, req: CheckinRequest, now: float) -> EnvoyRecord:
         """Record a check-in from the envoy the certificate names, if it is in good standing."""
         with self._txn() as db:
-            envoy = _envoy_or_none(db, envoy_uuid)
-            if envoy is None or serial_hex(serial) not in envoy.serials:
-                raise Refusal(403, "not_enrolled", f"envoy {envoy_uuid} is not enrolled here")
-            if envoy.state != "active":
-                why = f"envoy {envoy_uuid} ({envoy.hostname}) is {envoy.state}"
-                raise Refusal(403, "revoked", why)
-            if serial_hex(serial) in envoy.revoked_serials:
-                raise Refusal(403, "revoked", f"certificate {serial_hex(serial)} is revoked")
+            envoy = _in_good_standing(db, envoy_uuid, serial)
+            if req.filecast is not None:
+                filecast_db.replace_progress(db, envoy_uuid, req.filecast, now)
             db.execute(
                 "UPDATE envoys SET last_checkin = ?, addresses = ?, port = ?,"
                 " manifest_version = ?, reported_hostname = ? WHERE uuid = ?",
@@ -290,6 +300,17 @@ class Store:
         ):
             self.generation += 1
         return updated
+
+
+def _in_good_standing(db: sqlite3.Connection, envoy_uuid: str, serial: int) -> EnvoyRecord:
+    envoy = _envoy_or_none(db, envoy_uuid)
+    if envoy is None or serial_hex(serial) not in envoy.serials:
+        raise Refusal(403, "not_enrolled", f"envoy {envoy_uuid} is not enrolled here")
+    if envoy.state != "active":
+        raise Refusal(403, "revoked", f"envoy {envoy_uuid} ({envoy.hostname}) is {envoy.state}")
+    if serial_hex(serial) in envoy.revoked_serials:
+        raise Refusal(403, "revoked", f"certificate {serial_hex(serial)} is revoked")
+    return envoy
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:

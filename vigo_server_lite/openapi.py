@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document served at ``GET /api/v1/openapi.json``.
 
 Written by hand as data, next to (not generated from) the route table in ``api.py``;
-``tests/server/test_openapi.py`` checks that the two list exactly the same operations.
+the ``/api/v1/swarm`` part is in ``openapi_swarm``. ``tests/server/test_api.py`` checks
+that the document and the route table list exactly the same operations.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "admin bearer token missing or wrong",
         403: "refused",
         404: "not found",
+        409: "conflicts with what is there",
         413: "request body too large",
+        415: "wrong content-type",
+        500: "the server could not serve it (see the server log)",
+        503: "the server's clock is behind its newest record",
+        507: "no space left on the server",
     }
     return {str(s): _json(_ERROR_REF, text[s]) for s in statuses}
 
@@ -121,6 +127,7 @@ SCHEMAS: dict[str, Any] = {
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "manifest_version": {"type": "integer", "minimum": 0},
             "hostname": {"type": "string", "description": "informational only"},
+            "filecast": {"$ref": "#/components/schemas/FilecastProgressList"},
         },
     },
     "Checkin": {
@@ -151,6 +158,10 @@ SCHEMAS: dict[str, Any] = {
             },
             "checkin_interval_s": {"type": "integer"},
             "server_time": {"type": "number"},
+            "manifest_version": {
+                "type": "integer",
+                "description": "the server manifest's version: sync when it differs from yours",
+            },
         },
     },
 }
@@ -287,16 +298,20 @@ PATHS: dict[str, dict[str, Any]] = {
 
 
 def openapi_document(version: str) -> dict[str, Any]:
+    from .openapi_swarm import PROGRESS_ITEMS, SWARM_PATHS, SWARM_SCHEMAS  # it imports us
+
+    schemas = {**SCHEMAS, **SWARM_SCHEMAS, "FilecastProgressList": PROGRESS_ITEMS}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Vigo server lite",
             "version": version,
-            "description": "Enrollment, join tokens, envoys, check-in. See docs/server-lite.md.",
+            "description": "Enrollment, join tokens, envoys, check-in (docs/server-lite.md); "
+            "the filecast authority and seed (docs/filecast.md).",
         },
-        "paths": PATHS,
+        "paths": {**PATHS, **SWARM_PATHS},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {
                 "adminBearer": {
                     "type": "http",

@@ -21,14 +21,18 @@ from pathlib import Path
 
 import trio
 
-from vigo_swarm.http11 import HTTPSServer
+from vigo_swarm.http11 import HTTPSServer, ServerLimits
 from vigo_swarm.pki import server_context, write_public_file
 
 from .api import App, Clock
 from .config import ServerConfig
 from .datadir import DataPaths, Prepared, prepare
+from .filecast_api import open_filecast
 
 log = logging.getLogger(__name__)
+
+# A filecast upload (up to filecast_max_upload_bytes) is read within one request's time.
+LIMITS = ServerLimits(request_timeout_s=600.0)
 
 
 class ServerLite:
@@ -66,7 +70,15 @@ class ServerLite:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         prepared = await trio.to_thread.run_sync(prepare, self.config)
         self._prepared = prepared
-        app = App(prepared, self.config, self.clock)
+        clock = self.clock
+        try:
+            authority, seed = await trio.to_thread.run_sync(
+                open_filecast, prepared, lambda: int(clock() * 1000)
+            )
+        except BaseException:
+            prepared.store.close()
+            raise
+        app = App(prepared, self.config, self.clock, authority, seed)
         self._app = app
         try:
             ctx = server_context(
@@ -80,6 +92,7 @@ class ServerLite:
                 ctx,
                 host=self.config.listen_host,
                 port=self.config.listen_port,
+                limits=LIMITS,
                 name="server-lite",
             )
             async with trio.open_nursery() as nursery:
@@ -94,7 +107,7 @@ class ServerLite:
                 )
                 task_status.started(self.port)
         finally:
-            app.db.close()
+            app.close()
 
     def _write_ready_file(self, path: Path) -> None:
         """A JSON note for scripts: where the server listens and where its files are."""

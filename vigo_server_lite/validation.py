@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import Refusal, bad_request
+from .filecast import Progress, parse_progress
 
 MAX_HOSTNAME_CHARS = 253
 MAX_ADDRESSES = 32
@@ -116,10 +117,13 @@ class CheckinRequest:
     port: int
     manifest_version: int | None
     hostname: str | None  # reported, informational; identity comes from the certificate
+    filecast: tuple[Progress, ...] | None = None  # None: no report, keep the last one
 
 
 def parse_checkin(body: Any) -> CheckinRequest:
-    obj = _object(body, ("addresses", "port", "manifest_version", "hostname"), "check-in")
+    obj = _object(
+        body, ("addresses", "port", "manifest_version", "hostname", "filecast"), "check-in"
+    )
     raw = obj.get("addresses", [])
     if not isinstance(raw, list):
         raise bad_request("field 'addresses' must be a list of IP addresses")
@@ -144,7 +148,8 @@ def parse_checkin(body: Any) -> CheckinRequest:
     hostname = obj.get("hostname")
     if hostname is not None and (not isinstance(hostname, str) or len(hostname) > 253):
         raise bad_request("field 'hostname' must be a string of at most 253 characters")
-    return CheckinRequest(tuple(addresses), port, version, hostname)
+    filecast = parse_progress(obj["filecast"]) if "filecast" in obj else None
+    return CheckinRequest(tuple(addresses), port, version, hostname, filecast)
 
 
 # --------------------------------------------------------------------------- tokens

@@ -94,6 +94,30 @@ class Harness:
                 return await c.post("/api/v1/checkin", content=payload)
             return await c.post("/api/v1/checkin", json=payload)
 
+    async def upload(
+        self, data: bytes, target: str | None = "etc/motd", **params: str
+    ) -> httpx.Response:
+        """POST /api/v1/swarm/filecast with the admin token and ``data`` as the body."""
+        query = dict(params) if target is None else {"target": target, **params}
+        headers = {**self.admin_headers, "content-type": "application/octet-stream"}
+        async with self.client() as c:
+            return await c.post(
+                "/api/v1/swarm/filecast", params=query, content=data, headers=headers
+            )
+
+    async def distribute(self, data: bytes, target: str = "etc/motd", **params: str) -> Any:
+        resp = await self.upload(data, target, **params)
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.server.paths.seed_dir
+
+    @property
+    def authority_keys(self) -> dict[str, bytes]:
+        return {"server": bytes.fromhex(self.server.app.ca.authority_public_hex)}
+
 
 async def start_server(
     nursery: trio.Nursery, tmp: Path, name: str = "srv", **config: Any
@@ -135,3 +159,13 @@ async def run_cli(
 
 def load_json(data: bytes) -> Any:
     return json.loads(data.decode())
+
+
+def admin_env(srv: Harness) -> dict[str, str]:
+    """Environment for `vigocli` against ``srv`` (no config file)."""
+    return {
+        "VIGO_SERVER": srv.url,
+        "VIGO_ADMIN_TOKEN_FILE": str(srv.server.paths.admin_token),
+        "VIGO_CA_FILE": str(srv.ca_file),
+        "VIGOCLI_CONFIG": "/nonexistent/vigocli.yaml",
+    }

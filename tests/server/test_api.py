@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vigo_server_lite.api import ROUTES, App
+from vigo_server_lite.filecast import DISTRIBUTE_PARAMS
 from vigo_swarm import pki
 
 from .conftest import Harness, error_code
@@ -16,6 +17,10 @@ ADMIN_ROUTES = [
     ("GET", "/api/v1/envoys"),
     ("GET", "/api/v1/envoys/web01"),
     ("POST", "/api/v1/envoys/0b7c5d1e-0000-4000-8000-000000000000/revoke"),
+    ("POST", "/api/v1/swarm/filecast?target=etc/motd"),
+    ("GET", "/api/v1/swarm/filecast"),
+    ("POST", "/api/v1/swarm/filecast/revoke"),
+    ("GET", "/api/v1/swarm/filecast/status"),
 ]
 
 
@@ -107,7 +112,7 @@ async def test_envoy_show_and_revoke_not_found(srv: Harness) -> None:
         assert error_code(await c.get("/api/v1/envoys/bad_name!", headers=h)) == "bad_hostname"
         resp = await c.post("/api/v1/envoys/not-a-uuid/revoke", headers=h)
         assert resp.status_code == 400
-        resp = await c.post(f"/api/v1/envoys/{ADMIN_ROUTES[-1][1].split('/')[4]}/revoke", headers=h)
+        resp = await c.post(f"/api/v1/envoys/{ADMIN_ROUTES[5][1].split('/')[4]}/revoke", headers=h)
         assert resp.status_code == 404
 
 
@@ -123,5 +128,7 @@ async def test_openapi_lists_exactly_the_routes(srv: Harness) -> None:
         assert callable(getattr(App, name))
     for path, ops in doc["paths"].items():
         for op in ops.values():
-            params = {p["name"] for p in op.get("parameters", [])}
+            params = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert params == set(path.replace("}", "{").split("{")[1::2])
+    upload = doc["paths"]["/api/v1/swarm/filecast"]["post"]
+    assert {p["name"] for p in upload["parameters"] if p["in"] == "query"} == DISTRIBUTE_PARAMS
