@@ -16,6 +16,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,15 @@ from urllib.parse import urlsplit
 import trio
 
 from vigo_swarm import ServerHint, SwarmNode, http11, pki
+from vigo_swarm.gossip import ManifestGossip, decode_records
+from vigo_swarm.manifest import MalformedSummary, summary_to_wire
 from vigo_swarm.pki import write_public_file
 
 log = logging.getLogger(__name__)
 
 CHECKIN_PATH = "/api/v1/checkin"
+MANIFEST_SYNC_PATH = "/api/v1/swarm/manifest/sync"
+PROGRESS_STATES = {"missing", "partial", "complete", "materialized", "error"}
 
 
 class CheckinError(Exception):
@@ -41,6 +46,7 @@ class CheckinAnswer:
     revoked_serials: frozenset[int]
     revoked_uuids: frozenset[uuid.UUID]
     interval_s: float | None
+    manifest_version: int | None = None
 
 
 def parse_answer(obj: Any) -> CheckinAnswer:
@@ -60,9 +66,36 @@ def parse_answer(obj: Any) -> CheckinAnswer:
         uuids = frozenset(uuid.UUID(str(u)) for u in revoked.get("uuids", []))
         interval = obj.get("checkin_interval_s")
         interval_s = float(interval) if interval is not None else None
+        mv = obj.get("manifest_version")
+        if mv is not None and (not isinstance(mv, int) or isinstance(mv, bool)):
+            raise ValueError("manifest_version must be an integer")
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CheckinError(f"malformed check-in answer: {exc}") from exc
-    return CheckinAnswer(peers, serials, uuids, interval_s)
+    return CheckinAnswer(peers, serials, uuids, interval_s, mv)
+
+
+def progress_report(blobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pure: the daemon's filecast status as the server's check-in schema wants it."""
+    report = []
+    for b in blobs[:1000]:
+        state = b.get("state") if b.get("state") in PROGRESS_STATES else "error"
+        total = max(1, int(b.get("total_chunks", 1)))
+        have = min(total, max(0, int(b.get("have_chunks", 0))))
+        if state == "missing":
+            have = 0
+        elif state in ("complete", "materialized"):
+            have = total
+        item: dict[str, Any] = {
+            "blob": b["blob"],
+            "have_chunks": have,
+            "total_chunks": total,
+            "state": state,
+        }
+        error = "".join(ch for ch in str(b.get("error", "")) if ch.isprintable())[:500]
+        if error:
+            item["error"] = error
+        report.append(item)
+    return report
 
 
 def next_delay_s(interval_s: float, failures: int, backoff_max_s: float, rand: float) -> float:
@@ -99,6 +132,8 @@ class CheckinService:
     interval_s: float
     interval_fixed: bool = False  # agent.yaml set it: ignore the server's value
     backoff_max_s: float = 300.0
+    gossip: ManifestGossip | None = None  # server-signed records arrive through it
+    progress: Callable[[], list[dict[str, Any]]] | None = None  # filecast progress
     stats: CheckinStats = field(default_factory=CheckinStats)
     _wake: trio.Event = field(default_factory=trio.Event)
 
@@ -122,29 +157,63 @@ class CheckinService:
         if url.scheme != "https" or not url.hostname:
             raise CheckinError(f"server URL {self.server_url!r} is not https://HOST[:PORT]")
         ctx = pki.client_context(self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
-        body = json.dumps(
-            {
-                "addresses": list(self.node.advertise),
-                "port": self.node.port,
-                "manifest_version": self.node.manifest_version,
-                "hostname": self.node.identity.hostname,
-            }
-        ).encode()
+        report: dict[str, Any] = {
+            "addresses": list(self.node.advertise),
+            "port": self.node.port,
+            "manifest_version": self.node.manifest_version,
+            "hostname": self.node.identity.hostname,
+        }
+        if self.progress is not None:
+            report["filecast"] = progress_report(self.progress())
         try:
             async with await http11.connect(
                 url.hostname, url.port or 443, ctx, expect_server=True
             ) as conn:
                 resp = await conn.request(
-                    "POST", CHECKIN_PATH, body=body, headers={"content-type": "application/json"}
+                    "POST",
+                    CHECKIN_PATH,
+                    body=json.dumps(report).encode(),
+                    headers={"content-type": "application/json"},
                 )
+                if resp.status != 200:
+                    raise CheckinError(f"server refused check-in ({resp.status}): {_message(resp)}")
+                try:
+                    answer = parse_answer(resp.json())
+                except http11.ClientError as exc:
+                    raise CheckinError(str(exc)) from exc
+                if (
+                    self.gossip is not None
+                    and answer.manifest_version is not None
+                    and answer.manifest_version != self.gossip.manifest.version
+                ):
+                    await self._sync_manifest(conn)
+                return answer
         except http11.ClientError as exc:
             raise CheckinError(f"server unreachable: {exc}") from exc
+
+    async def _sync_manifest(self, conn: http11.HTTPSConnection) -> None:
+        """Pull the server's records we lack (read-only: the server takes none from us)."""
+        assert self.gossip is not None
+        body = json.dumps({"summary": summary_to_wire(self.gossip.manifest.summary())})
+        resp = await conn.request(
+            "POST",
+            MANIFEST_SYNC_PATH,
+            body=body.encode(),
+            max_body=64 << 20,
+            headers={"content-type": "application/json"},
+        )
         if resp.status != 200:
-            raise CheckinError(f"server refused check-in ({resp.status}): {_message(resp)}")
+            raise CheckinError(f"manifest sync refused ({resp.status}): {_message(resp)}")
         try:
-            return parse_answer(resp.json())
-        except http11.ClientError as exc:
-            raise CheckinError(str(exc)) from exc
+            answer = resp.json()
+            records, bad = decode_records(
+                answer.get("records") if isinstance(answer, dict) else None
+            )
+        except (http11.ClientError, MalformedSummary) as exc:
+            raise CheckinError(f"malformed manifest sync answer: {exc}") from exc
+        for reason in bad:
+            log.warning("refused a record from the server: %s", reason)
+        await self.gossip.merge(records, "server")
 
     def _apply(self, answer: CheckinAnswer) -> None:
         self.node.apply_revocations(answer.revoked_serials, answer.revoked_uuids)

@@ -93,6 +93,8 @@ class Daemon:
             interval_s=interval,
             interval_fixed=bool(config.checkin_interval_s),
             backoff_max_s=config.checkin_backoff_max_s,
+            gossip=self.gossip,
+            progress=self.filecast.status,
         )
         socket_path = Path(config.control_socket) if config.control_socket else paths.control_socket
         self.control = ControlServer(socket_path)

@@ -48,3 +48,27 @@ def test_schedule_splays_on_success_and_backs_off_on_failure() -> None:
     assert delays == sorted(delays)  # never shrinks while failing
     assert delays[0] <= 1.0 and max(delays) <= 300
     assert next_delay_s(30, 40, 300, 0.0) >= 0.75 * 300  # capped, not overflowed
+
+
+def test_progress_report_fits_the_server_schema() -> None:
+    from vigo_agent.checkin import progress_report
+
+    blob = "a" * 64
+    report = progress_report(
+        [
+            {"blob": blob, "state": "partial", "have_chunks": 3, "total_chunks": 10, "error": ""},
+            {"blob": blob, "state": "materialized", "have_chunks": 1, "total_chunks": 10},
+            {"blob": blob, "state": "missing", "have_chunks": 5, "total_chunks": 10},
+            {
+                "blob": blob,
+                "state": "weird",
+                "have_chunks": 50,
+                "total_chunks": 10,
+                "error": "disk\nfull" + "x" * 600,
+            },
+        ]
+    )
+    assert report[0] == {"blob": blob, "have_chunks": 3, "total_chunks": 10, "state": "partial"}
+    assert report[1]["have_chunks"] == 10 and report[2]["have_chunks"] == 0
+    assert report[3]["state"] == "error" and report[3]["have_chunks"] == 10
+    assert "\n" not in report[3]["error"] and len(report[3]["error"]) == 500
