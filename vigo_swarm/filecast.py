@@ -218,19 +218,25 @@ class FilecastService:
                     continue
                 fetcher = Fetcher(self.node, self.store, info, self.transfer)
                 state.state, state.progress = "partial", fetcher.progress
+                full: BaseException | None = None
                 try:
                     await fetcher.fetch()
-                except StoreFull as exc:
-                    state.state, state.error = "error", str(exc)
-                    log.warning("filecast: %s", exc)
-                    await trio.sleep(self.rescan_s * 5)
-                    continue
-                break
+                except* StoreFull as group:  # raised inside the fetch's nurseries
+                    full = group.exceptions[0]
+                if full is None:
+                    break
+                # disk full: nothing partial is visible; retry when space may be back
+                state.state, state.error = "error", str(full)
+                log.warning("filecast: %s", full)
+                await trio.sleep(self.rescan_s * 5)
             state.state, state.error = "complete", ""
             self.gossip.changed.set()  # reconcile now: materialize
-        except BlobError as exc:
-            state.state, state.error = "error", str(exc)
-            log.warning("filecast: blob %s: %s", rec.blob[:12], exc)
+        except* BlobError as group:
+            state.state, state.error = "error", str(group.exceptions[0])
+            log.warning("filecast: blob %s: %s", rec.blob[:12], group.exceptions[0])
+        except* Exception as group:  # last line of defence: one blob never stops the daemon
+            state.state, state.error = "error", f"internal error: {group.exceptions[0]!r}"
+            log.error("filecast: fetching %s failed unexpectedly", rec.blob[:12], exc_info=group)
         finally:
             self._fetching.discard(rec.blob)
 

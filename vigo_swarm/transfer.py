@@ -178,8 +178,9 @@ class Fetcher:
                 nursery.start_soon(self._refresh_have, conn, peer, sched)
                 for _ in range(self.config.connections_per_peer):
                     nursery.start_soon(self._worker, peer, sched, partial, queue)
-        except (http11.ClientError, trio.TooSlowError) as exc:
-            log.debug("fetch %s from %s: %s", self.info.sha256[:12], peer.uuid, exc)
+        except* (http11.ClientError, trio.TooSlowError) as group:
+            # a broken or misbehaving peer ends only its own loop (trio raises groups)
+            log.debug("fetch %s from %s: %s", self.info.sha256[:12], peer.uuid, group.exceptions[0])
         finally:
             for index in sched.drop_peer(peer.uuid):
                 log.debug("chunk %d from %s back to missing", index, peer.uuid)

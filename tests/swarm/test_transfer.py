@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,52 @@ async def test_resume_fetches_only_the_missing_chunks(
     assert done.read_bytes() == data
     assert fetcher.progress.have_chunks == info.num_chunks
     assert sum(fetcher.progress.sources.values()) == info.num_chunks - 25
+
+
+async def test_a_peer_that_cuts_responses_short_never_breaks_the_fetch(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    """Regression: a worker's connection error used to escape as an ExceptionGroup and
+    take the whole daemon down. Now it ends only that peer's loop."""
+    from vigo_swarm import http11
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    good, good_store = await start(ca, tmp_path, nursery, 85)
+    env = make_envoy(ca, tmp_path, "cutter")
+    cutter = SwarmNode(
+        env.node_identity,
+        SwarmConfig(
+            listen_address="127.0.0.86",
+            port=0,
+            advertise_addresses=("127.0.0.86",),
+            multicast_enabled=False,
+            discovery=DiscoveryConfig(port=1),
+        ),
+    )
+    path, info = source
+    full = BlobStore(tmp_path / "cutter-store")
+    full.add_file(path, CHUNK)
+
+    async def have(request: http11.Request) -> http11.Response:
+        return http11.Response(body=full.have(info.sha256) or b"", content_type="x")
+
+    async def chunk(request: http11.Request) -> http11.Response:
+        data = full.read_chunk(info.sha256, int(request.params["index"]))
+
+        async def half() -> AsyncIterator[bytes]:
+            yield data[: len(data) // 2]
+
+        return http11.Response(body=half(), content_length=len(data))  # then hangs up
+
+    base = "/swarm/v1/blobs/{sha}"
+    cutter.router.add("GET", base + "/have", have, max_body=0)
+    cutter.router.add("GET", base + "/chunks/{index}", chunk, max_body=0)
+    await nursery.start(cutter.run)
+    me, my_store = await start(ca, tmp_path, nursery, 87)
+    introduce([good, cutter, me])
+    await wait_until(lambda: len(me.peers()) == 2, "peers")
+    good_store.add_file(path, CHUNK)
+    fetcher = Fetcher(me, my_store, info, TransferConfig(refresh_have_s=0.1))
+    done = await fetcher.fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert fetcher.progress.sources.get(str(cutter.identity.uuid), 0) == 0
