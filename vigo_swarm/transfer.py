@@ -49,8 +49,8 @@ OCTETS = "application/octet-stream"
 
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
-    connections_per_peer: int = 4
-    refresh_have_s: float = 1.0
+    connections_per_peer: int = 2
+    refresh_have_s: float = 0.25
     chunk_timeout_s: float = 30.0
     idle_wait_s: float = 0.2
 

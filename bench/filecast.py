@@ -1,0 +1,187 @@
+"""filecast to a fleet in netlab with every host link capped (tbf), against a central
+HTTPS server, in one run (root).
+
+- swarm: `vigocli swarm filecast distribute` of S bytes to a seeder + N receivers;
+  T = time from the upload until every receiver's target is materialized and verified;
+- physical bound S/B for one link of B bit/s;
+- central baseline: the same N receivers download the file at once with curl over
+  mutual TLS from nginx on the server host, whose link has the same cap;
+- seeder egress: bytes the seeder's interface sent during the swarm run.
+
+Targets (issue 3): T <= 1.3 x S/B, egress <= 1.5 x S.
+Last line: RESULT {json} with T/(S/B), central/T and egress/S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from netlab import Lab
+from netlab.fleet import Fleet
+
+NGINX_CONF = """
+user root;
+worker_processes 2;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    sendfile on;
+    server {{
+        listen {addr}:9443 ssl;
+        ssl_protocols TLSv1.3;
+        ssl_certificate {root}/srv.pem;
+        ssl_certificate_key {root}/srv.key;
+        ssl_client_certificate {ca};
+        ssl_verify_client on;
+        root {root}/www;
+    }}
+}}
+"""
+
+
+def tx_bytes(lab: Lab, host: object) -> int:
+    out = lab.exec(host, ["cat", "/sys/class/net/eth0/statistics/tx_bytes"]).stdout  # type: ignore[arg-type]
+    return int(out.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mib", type=int, default=64)
+    ap.add_argument("--receivers", type=int, default=8)
+    ap.add_argument("--rate-mbit", type=float, default=100.0)
+    args = ap.parse_args()
+    size = args.mib << 20
+    bound_s = size * 8 / (args.rate_mbit * 1e6)
+    bin_dir = Path(sys.executable).parent
+    with Lab.create(args.receivers + 1, rate_mbit=args.rate_mbit) as lab:
+        fleet = Fleet(lab, agent_config={"checkin_interval_s": 1})
+        fleet.start_server()
+        fleet.enroll_all()
+        seeder, *receivers = lab.envoys
+        fleet.start_envoy(
+            seeder, {"checkin_interval_s": 1, "seed_dirs": [str(fleet.data_dir / "seed")]}
+        )
+        for host in receivers:
+            fleet.start_envoy(host)
+        fleet.wait_until_confirmed(timeout_s=120)
+        src = lab.root_dir / "payload.bin"
+        src.write_bytes(os.urandom(size))
+        want = hashlib.sha256(src.read_bytes()).hexdigest()
+
+        # --- swarm
+        egress0 = tx_bytes(lab, seeder)
+        t0 = time.monotonic()
+        lab.exec(
+            fleet.server,
+            [
+                str(bin_dir / "vigocli"),
+                "--server",
+                fleet.server_url,
+                "--ca-file",
+                str(fleet.ca_file),
+                "--admin-token-file",
+                str(fleet.admin_token_file),
+                "swarm",
+                "filecast",
+                "distribute",
+                str(src),
+                "--target",
+                "bench/payload",
+            ],
+            timeout_s=300,
+        )
+        upload_s = time.monotonic() - t0
+        done: dict[str, float] = {}
+
+        def all_done() -> bool:
+            for h in receivers:
+                link = h.state_dir / "swarm" / "files" / "bench" / "payload"
+                if h.name not in done and link.is_symlink() and link.exists():
+                    done[h.name] = time.monotonic() - t0
+            return len(done) == len(receivers)
+
+        fleet.wait_for(all_done, 600, "every receiver materializing the payload", interval_s=0.05)
+        swarm_s = max(done.values())
+        egress = tx_bytes(lab, seeder) - egress0
+        for h in receivers:
+            link = h.state_dir / "swarm" / "files" / "bench" / "payload"
+            assert hashlib.sha256(link.read_bytes()).hexdigest() == want, h.name
+
+        # --- central baseline: nginx on the server host, all receivers at once
+        from vigo_server_lite.ca import FleetCA
+        from vigo_swarm import pki
+
+        ca = FleetCA.load_or_create(fleet.data_dir / "ca")
+        root = lab.root_dir / "nginx"
+        (root / "www").mkdir(parents=True)
+        os.link(src, root / "www" / "payload.bin")
+        key = pki.generate_key()
+        pki.write_secret_file(root / "srv.key", pki.key_to_pem(key))
+        (root / "srv.pem").write_bytes(ca.issue_server([fleet.server.address], key).pem)
+        (root / "nginx.conf").write_text(
+            NGINX_CONF.format(root=root, addr=fleet.server.address, ca=fleet.ca_file)
+        )
+        lab.exec(fleet.server, ["nginx", "-c", str(root / "nginx.conf")])
+        import subprocess
+
+        t1 = time.monotonic()
+        procs = []
+        for h in receivers:
+            ident = h.state_dir / "identity"
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        h.namespace,
+                        "curl",
+                        "-sS",
+                        "--http1.1",
+                        "--fail",
+                        "--cacert",
+                        str(ident / "ca.pem"),
+                        "--cert",
+                        str(ident / "cert.pem"),
+                        "--key",
+                        str(ident / "key.pem"),
+                        "-o",
+                        "/dev/null",
+                        f"https://{fleet.server.address}:9443/payload.bin",
+                    ]
+                )
+            )
+        codes = [p.wait(timeout=900) for p in procs]
+        central_s = time.monotonic() - t1
+        assert codes == [0] * len(codes), codes
+    result = {
+        "bytes": size,
+        "receivers": args.receivers,
+        "rate_mbit": args.rate_mbit,
+        "swarm_s": round(swarm_s, 2),
+        "upload_s": round(upload_s, 2),
+        "bound_s": round(bound_s, 2),
+        "central_s": round(central_s, 2),
+        "seeder_egress_bytes": egress,
+        "t_over_bound": round(swarm_s / bound_s, 3),
+        "central_over_t": round(central_s / swarm_s, 3),
+        "egress_over_s": round(egress / size, 3),
+        "targets": {"t_over_bound": 1.3, "egress_over_s": 1.5},
+    }
+    print(
+        f"swarm {swarm_s:.2f} s (bound {bound_s:.2f} s), central {central_s:.2f} s, "
+        f"seeder egress {egress / size:.2f} x S"
+    )
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
