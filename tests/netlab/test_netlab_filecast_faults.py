@@ -65,9 +65,9 @@ def materialized(fleet: Fleet, host: Any) -> bool:
     return link.is_symlink() and link.exists()
 
 
-def start(fleet_factory: FleetFactory, receivers: int) -> Fleet:
+def start(fleet_factory: FleetFactory, receivers: int, rate_mbit: float = RATE_MBIT) -> Fleet:
     fleet = fleet_factory(
-        receivers + 1, agent_config={"checkin_interval_s": 1}, rate_mbit=RATE_MBIT
+        receivers + 1, agent_config={"checkin_interval_s": 1}, rate_mbit=rate_mbit
     )
     fleet.enroll_all()
     seeder, *rest = fleet.lab.envoys
@@ -105,7 +105,8 @@ def test_receivers_complete_after_the_seeder_dies(
 def test_kill_9_mid_transfer_resumes_without_refetching(
     fleet_factory: FleetFactory, tmp_path: Path
 ) -> None:
-    fleet = start(fleet_factory, 1)
+    # slower links (~10 s for the copy) so the poll reliably sees it partway through
+    fleet = start(fleet_factory, 1, rate_mbit=RATE_MBIT / 2)
     _seeder, victim = fleet.lab.envoys
     sha = distribute(fleet, tmp_path)
     total = 0
