@@ -18,9 +18,7 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 from netlab import Lab
 from netlab.fleet import Fleet
@@ -60,7 +58,6 @@ def main() -> None:
     args = ap.parse_args()
     size = args.mib << 20
     bound_s = size * 8 / (args.rate_mbit * 1e6)
-    bin_dir = Path(sys.executable).parent
     with Lab.create(args.receivers + 1, rate_mbit=args.rate_mbit) as lab:
         fleet = Fleet(lab, agent_config={"checkin_interval_s": 1})
         fleet.start_server()
@@ -79,24 +76,8 @@ def main() -> None:
         # --- swarm
         egress0 = tx_bytes(lab, seeder)
         t0 = time.monotonic()
-        lab.exec(
-            fleet.server,
-            [
-                str(bin_dir / "vigocli"),
-                "--server",
-                fleet.server_url,
-                "--ca-file",
-                str(fleet.ca_file),
-                "--admin-token-file",
-                str(fleet.admin_token_file),
-                "swarm",
-                "filecast",
-                "distribute",
-                str(src),
-                "--target",
-                "bench/payload",
-            ],
-            timeout_s=300,
+        fleet.vigocli(
+            "swarm", "filecast", "distribute", str(src), "--target", "bench/payload", timeout_s=300
         )
         upload_s = time.monotonic() - t0
         done: dict[str, float] = {}

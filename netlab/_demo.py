@@ -120,32 +120,18 @@ def _filecast(demo: DemoRun) -> str:
     import hashlib
     import json
     import os
-    import sys
 
     fleet = demo.fleet
     source = fleet.lab.root_dir / "demo-motd.bin"
     data = os.urandom(DEMO_FILE_BYTES)
     source.write_bytes(data)
     want = hashlib.sha256(data).hexdigest()
-    vigocli = str((demo.bin_dir or Path(sys.executable).parent) / "vigocli")
-    argv = [
-        vigocli,
-        "--server",
-        fleet.server_url,
-        "--ca-file",
-        str(fleet.ca_file),
-        "--admin-token-file",
-        str(fleet.admin_token_file),
-        "swarm",
-        "filecast",
-        "distribute",
-        str(source),
-        "--target",
-        "etc/motd",
-        "--json",
-    ]
     t0 = time.monotonic()
-    out = json.loads(fleet.lab.exec(fleet.server, argv, timeout_s=120).stdout)
+    out = json.loads(
+        fleet.vigocli(
+            "swarm", "filecast", "distribute", str(source), "--target", "etc/motd", "--json"
+        )
+    )
     demo.say(
         f"distributed {DEMO_FILE_BYTES >> 20} MiB as blob {out['blob']['sha256'][:16]}… "
         f"({out['blob']['chunks']} chunks) to target etc/motd"

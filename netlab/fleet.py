@@ -147,17 +147,27 @@ class Fleet:
     def stop_server(self, timeout_s: float = 5.0) -> float:
         return self.lab.kill(self.server, timeout_s=timeout_s)
 
+    def vigocli_argv(self, *args: str) -> list[str]:
+        """`vigocli` with this lab's server, CA and admin token, then ``args``."""
+        return [
+            str(self._script("vigocli")),
+            "--server", self.server_url,
+            "--ca-file", str(self.ca_file),
+            "--admin-token-file", str(self.admin_token_file),
+            *args,
+        ]  # fmt: skip
+
+    def vigocli(self, *args: str, timeout_s: float = 120.0) -> str:
+        """Run `vigocli ARGS` on the server host; returns its stdout (raises on failure)."""
+        return self.lab.exec(self.server, self.vigocli_argv(*args), timeout_s=timeout_s).stdout
+
     def create_token(self, max_uses: int, *, ttl_s: int = 3600) -> str:
         out = self._run_json(
             self.server,
-            [
-                str(self._script("vigocli")),
-                "--server", self.server_url,
-                "--ca-file", str(self.ca_file),
-                "--admin-token-file", str(self.admin_token_file),
-                "token", "create", "--ttl-s", str(ttl_s), "--max-uses", str(max_uses), "--json",
-            ],
-        )  # fmt: skip
+            self.vigocli_argv(
+                "token", "create", "--ttl-s", str(ttl_s), "--max-uses", str(max_uses), "--json"
+            ),
+        )
         if not isinstance(out, dict) or not isinstance(out.get("token"), str):
             raise NetlabError(f"vigocli token create: no 'token' in {out!r}")
         return str(out["token"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,6 @@ pytestmark = [pytest.mark.netlab, requires_root]
 
 SIZE = 64 << 20
 RECEIVERS = 8
-
-
-def vigocli(fleet: Fleet, *args: str) -> str:
-    bin_dir = Path(sys.executable).parent
-    argv = [
-        str(bin_dir / "vigocli"),
-        "--server",
-        fleet.server_url,
-        "--ca-file",
-        str(fleet.ca_file),
-        "--admin-token-file",
-        str(fleet.admin_token_file),
-        *args,
-    ]
-    return fleet.lab.exec(fleet.server, argv, timeout_s=120).stdout
 
 
 def target_digest(fleet: Fleet, host: object) -> str | None:
@@ -64,8 +48,8 @@ def test_filecast_reaches_every_envoy_and_a_revoke_reaches_a_partitioned_one(
     source.write_bytes(os.urandom(SIZE))
     want = fleet.lab.exec(fleet.server, ["sha256sum", str(source)]).stdout.split()[0]
     out = json.loads(
-        vigocli(
-            fleet, "swarm", "filecast", "distribute", str(source), "--target", "etc/motd", "--json"
+        fleet.vigocli(
+            "swarm", "filecast", "distribute", str(source), "--target", "etc/motd", "--json"
         )
     )
     assert out["blob"]["sha256"] == want
@@ -76,11 +60,11 @@ def test_filecast_reaches_every_envoy_and_a_revoke_reaches_a_partitioned_one(
         180,
         "etc/motd with the source's sha256 on every envoy",
     )
-    status = json.loads(vigocli(fleet, "swarm", "filecast", "status", "--json"))
+    status = json.loads(fleet.vigocli("swarm", "filecast", "status", "--json"))
     (record,) = status["records"]
     fleet.wait_for(
         lambda: (
-            json.loads(vigocli(fleet, "swarm", "filecast", "status", "--json"))["records"][0][
+            json.loads(fleet.vigocli("swarm", "filecast", "status", "--json"))["records"][0][
                 "counts"
             ].get("materialized", 0)
             == len(everyone)
@@ -102,7 +86,7 @@ def test_filecast_reaches_every_envoy_and_a_revoke_reaches_a_partitioned_one(
     # revoke while the last receiver is cut off from everyone
     lonely = receivers[-1]
     fleet.lab.cut(lonely)
-    vigocli(fleet, "swarm", "filecast", "revoke", "--target", "etc/motd")
+    fleet.vigocli("swarm", "filecast", "revoke", "--target", "etc/motd")
     others = [h for h in everyone if h is not lonely]
     fleet.wait_for(
         lambda: all(target_digest(fleet, h) is None for h in others),

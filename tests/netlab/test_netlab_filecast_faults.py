@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +26,9 @@ RATE_MBIT = 40.0  # ~5 s for one copy from one peer
 def distribute(fleet: Fleet, tmp_path: Path) -> str:
     source = tmp_path / "blob.bin"
     source.write_bytes(os.urandom(SIZE))
-    bin_dir = Path(sys.executable).parent
-    out = fleet.lab.exec(
-        fleet.server,
-        [
-            str(bin_dir / "vigocli"),
-            "--server",
-            fleet.server_url,
-            "--ca-file",
-            str(fleet.ca_file),
-            "--admin-token-file",
-            str(fleet.admin_token_file),
-            "swarm",
-            "filecast",
-            "distribute",
-            str(source),
-            "--target",
-            "data/blob",
-            "--json",
-        ],
-        timeout_s=120,
-    ).stdout
+    out = fleet.vigocli(
+        "swarm", "filecast", "distribute", str(source), "--target", "data/blob", "--json"
+    )
     sha: str = json.loads(out)["blob"]["sha256"]
     return sha
 

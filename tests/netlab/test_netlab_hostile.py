@@ -26,21 +26,6 @@ def start_fleet(fleet_factory: FleetFactory, n: int) -> Fleet:
     return fleet
 
 
-def vigocli(fleet: Fleet, *args: str) -> str:
-    bin_dir = Path(sys.executable).parent
-    argv = [
-        str(bin_dir / "vigocli"),
-        "--server",
-        fleet.server_url,
-        "--ca-file",
-        str(fleet.ca_file),
-        "--admin-token-file",
-        str(fleet.admin_token_file),
-        *args,
-    ]
-    return fleet.lab.exec(fleet.server, argv).stdout
-
-
 def test_revoked_envoy_is_refused_by_every_peer_within_one_checkin(
     fleet_factory: FleetFactory,
 ) -> None:
@@ -50,7 +35,7 @@ def test_revoked_envoy_is_refused_by_every_peer_within_one_checkin(
     victim_uuid = fleet.uuid(victim)
     before = {h.name: fleet.status(h)["checkin"]["ok"] for h in others}
 
-    vigocli(fleet, "envoys", "revoke", victim_uuid)
+    fleet.vigocli("envoys", "revoke", victim_uuid)
 
     # "Within one check-in interval": the first check-in that *starts* after the revoke
     # must already bring it into force. A check-in in flight at the revoke may have been
