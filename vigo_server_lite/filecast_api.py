@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from vigo_swarm.blobstore import is_sha256
 from vigo_swarm.http11 import Request, Response, json_response
 from vigo_swarm.manifest import ManifestError, to_wire
 
@@ -37,7 +38,7 @@ from .filecast import (
     revocation_json,
 )
 from .filecast_status import build_status
-from .seed import ChunkingConflict, SeedCorrupt, SeedDir, SeedError, SeedFull, SeedNotFound, is_hash
+from .seed import ChunkingConflict, SeedCorrupt, SeedDir, SeedError, SeedFull, SeedNotFound
 
 if TYPE_CHECKING:
     import sqlite3
@@ -273,7 +274,7 @@ class FilecastRoutes:
     def _distributed(self, sha256: str) -> None:
         """Refuse a malformed hash (before any path is built) and a blob that no live
         record references (revoked content is no longer served)."""
-        if not is_hash(sha256):
+        if not is_sha256(sha256):
             raise Refusal(400, "bad_hash", "a blob hash is 64 lowercase hex digits")
         now = self.clock()
         if not any(r.blob == sha256 and is_live(r, now) for r in self.authority.snapshot.records):

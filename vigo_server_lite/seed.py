@@ -33,21 +33,20 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from vigo_swarm.blobstore import BlobInfo, describe_file
+from vigo_swarm.blobstore import BlobInfo, describe_file, is_sha256
+from vigo_swarm.durable import NOFOLLOW, fsync_dir, write_new
 
 UPLOAD_PREFIX = ".upload-"
 INFO_SUFFIX = ".info.json"
 BLOB_MODE = 0o444
 DIR_MODE = 0o755
 _INFO_CACHE_ENTRIES = 256
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
-_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_NOFOLLOW = NOFOLLOW
 
 
 class SeedError(Exception):
@@ -75,12 +74,8 @@ class ChunkingConflict(SeedError):
         )
 
 
-def is_hash(value: str) -> bool:
-    return _HEX64_RE.fullmatch(value) is not None
-
-
 def _check_hash(value: str) -> str:
-    if not is_hash(value):
+    if not is_sha256(value):
         raise SeedNotFound(f"not a blob hash (64 lowercase hex digits): {value[:80]!r}")
     return value
 
@@ -93,25 +88,6 @@ def _io(what: str) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise SeedFull(f"no space left in the seed directory while {what}") from exc
         raise SeedError(f"seed directory: {what}: {exc.strerror or exc}") from exc
-
-
-def _write_new(path: Path, data: bytes | memoryview, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SeedDir:
@@ -153,7 +129,7 @@ class SeedDir:
             staged = self.root / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
             try:
                 with _io("writing the upload"):
-                    _write_new(staged, data, 0o600)
+                    write_new(staged, data, 0o600)
                 with _io("hashing the upload"):
                     info = describe_file(staged, wanted)
                 if info.sha256 != sha:
@@ -161,7 +137,7 @@ class SeedDir:
                 with _io("publishing the blob"):
                     os.chmod(staged, BLOB_MODE)
                     os.replace(staged, self.blob_path(sha))
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     staged.unlink()
@@ -174,9 +150,9 @@ class SeedDir:
         staged = self.root / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
         try:
             with _io("writing the blob info"):
-                _write_new(staged, info.to_json(), BLOB_MODE)
+                write_new(staged, info.to_json(), BLOB_MODE)
                 os.replace(staged, self.info_path(info.sha256))
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()
@@ -185,7 +161,7 @@ class SeedDir:
 
     def info(self, sha256: str) -> BlobInfo | None:
         """The blob's info, or None when it is not seeded (or the hash is malformed)."""
-        if not is_hash(sha256):
+        if not is_sha256(sha256):
             return None
         cached = self._infos.get(sha256)
         if cached is not None:

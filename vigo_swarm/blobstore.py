@@ -51,11 +51,14 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
+
+from .durable import NOFOLLOW, fsync_dir, write_all, write_new
 
 READ_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20  # the manifest's limit too
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_NOFOLLOW = NOFOLLOW
 
 
 class BlobError(Exception):
@@ -94,9 +97,14 @@ class StoreFull(StoreError):
     """No space left on the store's filesystem."""
 
 
+def is_sha256(value: object) -> TypeGuard[str]:
+    """True for a blob hash: 64 lowercase hex digits (checked before any path is built)."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
 def check_sha256(value: object) -> str:
     """Return ``value`` if it is a blob hash (64 lowercase hex), else raise InvalidHash."""
-    if not isinstance(value, str) or _HEX64.fullmatch(value) is None:
+    if not is_sha256(value):
         raise InvalidHash(f"not a blob hash (64 lowercase hex digits): {value!r:.80}")
     return value
 
@@ -261,7 +269,7 @@ class Partial:
                     raise BlobNotFound(f"blob {short} was deleted while completing")
                 store._write_info(info)
                 os.rename(data, final)
-                _fsync_dir(store._blobs)
+                fsync_dir(store._blobs)
                 self._done = True
                 store._remove_partial(info.sha256)
         return Path(final)
@@ -310,7 +318,7 @@ class BlobStore:
                     try:
                         while n := src.readinto(buf):
                             hasher.update(memoryview(buf)[:n])
-                            _write_all(fd, memoryview(buf)[:n], None)
+                            write_all(fd, memoryview(buf)[:n], None)
                         os.fsync(fd)
                     finally:
                         os.close(fd)
@@ -321,7 +329,7 @@ class BlobStore:
                     if self.blob_path(info.sha256) is None:
                         self._write_info(info)
                         os.rename(tmp, self._complete_path(info.sha256))
-                        _fsync_dir(self._blobs)
+                        fsync_dir(self._blobs)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -368,17 +376,17 @@ class BlobStore:
         stage = os.path.join(self._tmp, f"partial-{secrets.token_hex(8)}")
         try:
             os.mkdir(stage, 0o700)
-            _write_file(os.path.join(stage, "info"), info.to_json(), 0o600)
-            _write_file(os.path.join(stage, "have"), bytes((info.num_chunks + 7) // 8), 0o600)
+            write_new(os.path.join(stage, "info"), info.to_json(), 0o600)
+            write_new(os.path.join(stage, "have"), bytes((info.num_chunks + 7) // 8), 0o600)
             fd = os.open(os.path.join(stage, "data"), os.O_WRONLY | os.O_CREAT | _NOFOLLOW, 0o600)
             try:
                 os.ftruncate(fd, info.size_bytes)  # sparse: space is taken chunk by chunk
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(stage)
+            fsync_dir(stage)
             os.rename(stage, os.path.join(self._partials_dir, info.sha256))
-            _fsync_dir(self._partials_dir)
+            fsync_dir(self._partials_dir)
         finally:
             _remove(stage)
 
@@ -453,7 +461,7 @@ class BlobStore:
         if not os.path.lexists(pdir):
             return False
         _remove(pdir)
-        _fsync_dir(self._partials_dir)
+        fsync_dir(self._partials_dir)
         return True
 
     def gc(self, referenced: Iterable[str], pinned: Iterable[str]) -> list[str]:
@@ -474,9 +482,9 @@ class BlobStore:
     def _write_info(self, info: BlobInfo) -> None:
         tmp = os.path.join(self._tmp, f"info-{secrets.token_hex(8)}")
         try:
-            _write_file(tmp, info.to_json(), 0o444)
+            write_new(tmp, info.to_json(), 0o444)
             os.rename(tmp, os.path.join(self._info_dir, info.sha256))  # BlobInfo checked it
-            _fsync_dir(self._info_dir)
+            fsync_dir(self._info_dir)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -532,34 +540,11 @@ def _io(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc.strerror or exc}") from exc
 
 
-def _write_all(fd: int, data: memoryview, offset: int | None) -> None:
-    while data:
-        n = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
-        data, offset = data[n:], None if offset is None else offset + n
-
-
 def _pwrite_sync(path: str, data: bytes, offset: int) -> None:
     fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
     try:
-        _write_all(fd, memoryview(data), offset)
+        write_all(fd, memoryview(data), offset)
         os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: str, content: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
-    try:
-        _write_all(fd, memoryview(content), None)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
