@@ -20,6 +20,8 @@ import json
 import os
 import time
 
+import psutil
+
 from netlab import Lab
 from netlab.fleet import Fleet
 
@@ -50,11 +52,22 @@ def tx_bytes(lab: Lab, host: object) -> int:
     return int(out.strip())
 
 
+def daemons_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the envoy daemons have used so far."""
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--receivers", type=int, default=8)
     ap.add_argument("--rate-mbit", type=float, default=100.0)
+    ap.add_argument("--no-central", action="store_true", help="skip the central baseline")
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy every daemon's log here")
     args = ap.parse_args()
     size = args.mib << 20
     bound_s = size * 8 / (args.rate_mbit * 1e6)
@@ -63,18 +76,22 @@ def main() -> None:
         fleet.start_server()
         fleet.enroll_all()
         seeder, *receivers = lab.envoys
-        fleet.start_envoy(
+        seeder_pid = fleet.start_envoy(
             seeder, {"checkin_interval_s": 1, "seed_dirs": [str(fleet.data_dir / "seed")]}
         )
-        for host in receivers:
-            fleet.start_envoy(host)
+        pids = [fleet.start_envoy(host) for host in receivers]
+        pids.append(seeder_pid)
         fleet.wait_until_confirmed(timeout_s=120)
         src = lab.root_dir / "payload.bin"
         src.write_bytes(os.urandom(size))
         want = hashlib.sha256(src.read_bytes()).hexdigest()
 
         # --- swarm
+        idle0 = daemons_cpu_s(pids)
+        time.sleep(5)
+        idle_cpu_per_s = (daemons_cpu_s(pids) - idle0) / 5
         egress0 = tx_bytes(lab, seeder)
+        cpu0 = daemons_cpu_s(pids)
         t0 = time.monotonic()
         fleet.vigocli(
             "swarm", "filecast", "distribute", str(src), "--target", "bench/payload", timeout_s=300
@@ -92,10 +109,23 @@ def main() -> None:
         fleet.wait_for(all_done, 600, "every receiver materializing the payload", interval_s=0.05)
         swarm_s = max(done.values())
         egress = tx_bytes(lab, seeder) - egress0
+        cpu_s = daemons_cpu_s(pids) - cpu0
+        print("done after upload start:", {k: round(v, 2) for k, v in sorted(done.items())})
+        if args.keep_logs:
+            import shutil
+
+            os.makedirs(args.keep_logs, exist_ok=True)
+            for h in lab.hosts:
+                if h.log_file.exists():
+                    shutil.copy(h.log_file, os.path.join(args.keep_logs, h.name + ".log"))
         for h in receivers:
             link = h.state_dir / "swarm" / "files" / "bench" / "payload"
             assert hashlib.sha256(link.read_bytes()).hexdigest() == want, h.name
 
+        if args.no_central:
+            print(f"idle fleet CPU {idle_cpu_per_s:.3f} s/s")
+            print(f"swarm {swarm_s:.2f} s, egress {egress / size:.2f} x S, envoy CPU {cpu_s:.1f} s")
+            return
         # --- central baseline: nginx on the server host, all receivers at once
         from vigo_server_lite.ca import FleetCA
         from vigo_swarm import pki
@@ -152,6 +182,7 @@ def main() -> None:
         "bound_s": round(bound_s, 2),
         "central_s": round(central_s, 2),
         "seeder_egress_bytes": egress,
+        "envoy_cpu_s": round(cpu_s, 2),
         "t_over_bound": round(swarm_s / bound_s, 3),
         "central_over_t": round(central_s / swarm_s, 3),
         "egress_over_s": round(egress / size, 3),
@@ -159,7 +190,7 @@ def main() -> None:
     }
     print(
         f"swarm {swarm_s:.2f} s (bound {bound_s:.2f} s), central {central_s:.2f} s, "
-        f"seeder egress {egress / size:.2f} x S"
+        f"seeder egress {egress / size:.2f} x S, envoy CPU {cpu_s:.1f} s"
     )
     print("RESULT " + json.dumps(result))
 

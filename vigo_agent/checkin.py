@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -136,17 +137,20 @@ class CheckinService:
     progress: Callable[[], list[dict[str, Any]]] | None = None  # filecast progress
     stats: CheckinStats = field(default_factory=CheckinStats)
     _wake: trio.Event = field(default_factory=trio.Event)
+    _ctx: ssl.SSLContext | None = None  # built once: the identity files do not change
+    _saved: bytes = b""  # the revocation file's content as last written or read
 
     def load_saved_revocations(self) -> None:
         try:
-            saved = json.loads(self.revocations_file.read_text())
-            answer = parse_answer({"revoked": saved})
+            raw = self.revocations_file.read_bytes()
+            answer = parse_answer({"revoked": json.loads(raw)})
         except FileNotFoundError:
             return
         except (OSError, ValueError, CheckinError) as exc:
             log.warning("ignoring unreadable %s: %s", self.revocations_file, exc)
             return
         self.node.apply_revocations(answer.revoked_serials, answer.revoked_uuids)
+        self._saved = raw
 
     def trigger(self) -> None:
         """Check in now (e.g. asked through the control socket)."""
@@ -156,7 +160,11 @@ class CheckinService:
         url = urlsplit(self.server_url)
         if url.scheme != "https" or not url.hostname:
             raise CheckinError(f"server URL {self.server_url!r} is not https://HOST[:PORT]")
-        ctx = pki.client_context(self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
+        if self._ctx is None:
+            self._ctx = pki.client_context(
+                self.ca_file, cert_file=self.cert_file, key_file=self.key_file
+            )
+        ctx = self._ctx
         report: dict[str, Any] = {
             "addresses": list(self.node.advertise),
             "port": self.node.port,
@@ -224,7 +232,10 @@ class CheckinService:
             "serials": [f"{s:x}" for s in sorted(answer.revoked_serials)],
             "uuids": sorted(str(u) for u in answer.revoked_uuids),
         }
-        write_public_file(self.revocations_file, json.dumps(saved).encode(), 0o600)
+        raw = json.dumps(saved).encode()
+        if raw != self._saved:  # check-ins are frequent; the list rarely changes
+            write_public_file(self.revocations_file, raw, 0o600)
+            self._saved = raw
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.load_saved_revocations()

@@ -230,7 +230,7 @@ class FilecastService:
                 log.warning("filecast: %s", full)
                 await trio.sleep(self.rescan_s * 5)
             state.state, state.error = "complete", ""
-            self.gossip.changed.set()  # reconcile now: materialize
+            self.gossip.notify_changed()  # reconcile now: materialize
         except* BlobError as group:
             state.state, state.error = "error", str(group.exceptions[0])
             log.warning("filecast: blob %s: %s", rec.blob[:12], group.exceptions[0])

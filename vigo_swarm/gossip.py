@@ -138,9 +138,16 @@ class ManifestGossip:
             self.stats.records_in += accepted
             self.node.manifest_version = self.manifest.version
             self.node.announce_soon()
-            self.changed.set()
-            self.changed = trio.Event()
+            self.notify_changed()
         return accepted
+
+    def notify_changed(self) -> None:
+        """Wake everyone waiting on ``changed`` (new records, or local state they act on).
+
+        The event is replaced after it fires, so a waiter that looks again waits for
+        the next change instead of spinning on an event that stays set."""
+        self.changed.set()
+        self.changed = trio.Event()
 
     # ------------------------------------------------------------------ server side
 

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import re
+import socket as _socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -39,6 +40,14 @@ log = logging.getLogger(__name__)
 
 READ_BYTES = 65536  # STACK.md: receive_some(1 MiB) is slower; 64 KiB is the sweet spot
 MAX_HEADER_BYTES = 16 * 1024
+# Bulk bodies: wake the reader only once this much ciphertext is queued (SO_RCVLOWAT).
+# On a slow link a wake-up per arriving packet costs a scheduler pass and a partial TLS
+# record each; waiting for 48 KiB turns that into one read of about three records.
+BODY_LOWAT_BYTES = 48 * 1024
+# The tail of a body is read without a low-water mark: up to one TLS record of it may
+# already sit undecrypted in the SSL object, so the socket may never hold more than
+# ``remaining - TLS_RECORD_SLACK`` bytes.
+TLS_RECORD_SLACK = 17 * 1024
 JSON_TYPE = "application/json"
 
 
@@ -365,6 +374,30 @@ class ClientResponse:
             raise ClientError(f"response is not valid JSON: {exc}") from exc
 
 
+def _content_length(event: h11.Response) -> int | None:
+    for name, value in event.headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
+class _LowWater:
+    """SO_RCVLOWAT on the TCP socket under a TLS stream, set only when it changes."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self._socket = stream.transport_stream.socket
+        self._value = 1
+
+    def set(self, nbytes: int) -> None:
+        value = max(1, min(BODY_LOWAT_BYTES, nbytes))
+        if value != self._value:
+            try:
+                self._socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVLOWAT, value)
+            except OSError:
+                return  # a closed socket: the read that follows reports it
+            self._value = value
+
+
 class HTTPSConnection:
     """One keep-alive HTTP/1.1 connection to a peer. Use ``async with connect(...)``."""
 
@@ -400,17 +433,24 @@ class HTTPSConnection:
                     raise ClientError(f"connection closed before a response to {method} {path}")
                 parts: list[bytes] = []
                 size = 0
-                while True:
-                    ev = await _next_event(self._conn, self._stream)
-                    if isinstance(ev, h11.Data):
-                        size += len(ev.data)
-                        if size > max_body:
-                            raise ClientError(f"response to {path} over {max_body} bytes")
-                        parts.append(bytes(ev.data))
-                    elif isinstance(ev, h11.EndOfMessage):
-                        break
-                    else:
-                        raise ClientError(f"response to {method} {path} ended early")
+                expected = _content_length(event)
+                lowat = _LowWater(self._stream)
+                try:
+                    while True:
+                        if expected is not None:
+                            lowat.set(expected - size - TLS_RECORD_SLACK)
+                        ev = await _next_event(self._conn, self._stream)
+                        if isinstance(ev, h11.Data):
+                            size += len(ev.data)
+                            if size > max_body:
+                                raise ClientError(f"response to {path} over {max_body} bytes")
+                            parts.append(bytes(ev.data))
+                        elif isinstance(ev, h11.EndOfMessage):
+                            break
+                        else:
+                            raise ClientError(f"response to {method} {path} ended early")
+                finally:
+                    lowat.set(1)
         except trio.TooSlowError as exc:
             raise ClientError(f"{method} {path}: no answer within {timeout_s:g} s") from exc
         except (h11.ProtocolError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
