@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,10 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+async def free_bytes_async(path: Path) -> int:
+    return await trio.to_thread.run_sync(free_bytes, path)
+
+
 def assess(store: BlobStore, info: BlobInfo, error: StoreFull) -> DiskFull:
     """The report for ``error`` (blocking IO: a ``statvfs`` and the partial's bitmap)."""
     bitmap = store.have(info.sha256)
@@ -97,14 +101,14 @@ async def wait_for_space(
     *,
     poll_s: float = POLL_S,
     max_wait_s: float = MAX_WAIT_S,
-    free: Callable[[Path], int] = free_bytes,
+    free: Callable[[Path], Awaitable[int]] = free_bytes_async,
 ) -> None:
     """Return once ``space_is_back`` (polled every ``poll_s``), at most after ``max_wait_s``."""
     with trio.move_on_after(max_wait_s):
         while True:
             await trio.sleep(poll_s)
             try:
-                now = await trio.to_thread.run_sync(free, report.root)
+                now = await free(report.root)
             except OSError:
                 continue  # the filesystem is in trouble: the deadline still retries
             if space_is_back(report, now):
