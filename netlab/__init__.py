@@ -6,6 +6,7 @@ Public surface (everything else is private)::
     Lab.attach(lab_id=None) / Lab.cleanup_stale() / Lab.down_all()
     lab.exec / spawn / kill / kill9 / is_running / pids / log_tail
     lab.set_rate / cut / restore / block / unblock / drop_multicast / allow_multicast
+    lab.mount_tmpfs / resize_tmpfs   (a host's state dir on a small tmpfs: disk-full tests)
     lab.down()                    (also: ``with Lab.create(...) as lab``, and at exit)
     Host                          name, namespace, address, state_dir, log_file, bridge_port
     wait_for(predicate, timeout_s, what)

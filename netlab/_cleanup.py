@@ -1,7 +1,9 @@
 """Tearing labs down: by record, by staleness, or all of them.
 
 Order matters for the state-file invariant (see ``_state``): stop the processes, delete
-the namespaces, remove the root dir, and only then the state file — so a teardown that
+the namespaces, unmount what netlab mounted under the root dir (a tmpfs on a state dir;
+left mounted, it would survive the lab and keep the root dir from being removed),
+remove the root dir, and only then the state file — so a teardown that
 dies half way leaves a state file behind and the next cleanup finishes the job.
 Every step tolerates "already gone", which makes teardown idempotent.
 """
@@ -10,18 +12,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
 from . import _commands as cmd
+from ._errors import NetlabError
 from ._proc import ProcessRef, is_alive, process_ref, run, stop
 from ._state import RUN_DIR, LabRecord, Unreadable, is_stale, locked, read_records, remove_record
-from ._topology import NS_PREFIX, lab_id_of_namespace, lab_namespace_prefix
+from ._topology import NS_PREFIX, default_root_dir, lab_id_of_namespace, lab_namespace_prefix
 
 log = logging.getLogger(__name__)
 
 #: How long daemons get to exit on SIGTERM during teardown before SIGKILL.
 TEARDOWN_GRACE_S = 3.0
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def list_namespaces() -> list[str]:
@@ -69,6 +75,49 @@ def delete_namespaces(namespaces: list[str]) -> None:
             run(cmd.netns_delete(ns))
 
 
+def mount_points(mountinfo: str | None = None) -> list[Path]:
+    """Mount points of this mount namespace (``/proc/self/mountinfo`` field 5), once per
+    mount: a path mounted twice (stacked) appears twice."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            mountinfo = f.read()
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:  # the kernel escapes space, tab, newline and \ as \ooo
+            points.append(Path(_OCTAL.sub(lambda m: chr(int(m[1], 8)), fields[4])))
+    return points
+
+
+def mounts_to_remove(recorded: list[Path], root: Path, mounted: list[Path]) -> list[Path]:
+    """Pure: the mounts among ``mounted`` that are recorded or lie below ``root``,
+    deepest first; a stacked path is listed once per mount."""
+    mine = [m for m in mounted if m in recorded or (m != root and m.is_relative_to(root))]
+    return sorted(mine, key=lambda m: (-len(m.parts), str(m)))
+
+
+def unmount_lab(record: LabRecord | Unreadable) -> None:
+    """Unmount every filesystem netlab mounted for the lab. Raises NetlabError if one
+    stays mounted (then the state file stays too, and the next cleanup tries again).
+
+    The lab's processes are gone by now; a mount still busy (say, a user's shell sits in
+    it) is detached lazily, which removes it from the tree at once."""
+    if isinstance(record, LabRecord):
+        recorded, root = record.mounts, record.root_dir
+    else:
+        recorded, root = [], default_root_dir(record.lab_id)
+    targets = mounts_to_remove(recorded, root, mount_points())
+    while targets:
+        for path in dict.fromkeys(targets):  # the top of each stack, deepest path first
+            if run(cmd.umount(str(path)), check=False).returncode != 0:
+                log.warning("lab %s: %s is busy; detaching it lazily", record.lab_id, path)
+                run(cmd.umount(str(path), lazy=True), check=False)
+        left = mounts_to_remove(recorded, root, mount_points())
+        if len(left) >= len(targets):
+            raise NetlabError(f"lab {record.lab_id}: cannot unmount {', '.join(map(str, left))}")
+        targets = left
+
+
 def teardown(
     record: LabRecord | Unreadable,
     *,
@@ -92,6 +141,7 @@ def teardown(
         extra = []
     kill_namespace_processes(namespaces, extra, grace_s=grace_s)
     delete_namespaces(namespaces)
+    unmount_lab(record)
     if isinstance(record, LabRecord):
         wanted = record.remove_root if remove_root is None else remove_root
         if wanted and record.root_dir.exists():

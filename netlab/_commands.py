@@ -3,7 +3,8 @@
 Keeping them pure means the exact ``ip``/``tc``/``nft`` invocations are unit-tested
 without root, and ``_lab`` only decides *when* to run them. Every command addresses its
 namespace explicitly (``ip -n``, ``tc -n``, ``ip netns exec``): nothing here may touch
-the root namespace except ``ip netns add``/``del``.
+the root network namespace except ``ip netns add``/``del``. The one filesystem change is
+a tmpfs mounted on a host's state dir (``mount_tmpfs``): a small disk to fill.
 
 Partitions are nftables tables inside host namespaces, one table per purpose, so that
 healing is deleting that one table and the purposes never interfere:
@@ -188,3 +189,26 @@ def nft_drop_multicast() -> str:
     return _replace_table(
         MCAST_TABLE, [f"ip daddr {MULTICAST_NET} drop"], [f"ip daddr {MULTICAST_NET} drop"]
     )
+
+
+# -- small state filesystems ---------------------------------------------------------
+
+
+def mount_tmpfs(path: str, size_mib: int) -> Argv:
+    """A tmpfs of ``size_mib`` MiB on ``path``: a disk that fills up quickly."""
+    return ["mount", "-t", "tmpfs", "-o", f"size={_mib(size_mib)}m,mode=0755", "tmpfs", path]
+
+
+def remount_tmpfs(path: str, size_mib: int) -> Argv:
+    """Grow or shrink a tmpfs in place (it keeps its files)."""
+    return ["mount", "-o", f"remount,size={_mib(size_mib)}m", path]
+
+
+def umount(path: str, *, lazy: bool = False) -> Argv:
+    return ["umount", *(["--lazy"] if lazy else []), path]
+
+
+def _mib(size_mib: int) -> int:
+    if isinstance(size_mib, bool) or not isinstance(size_mib, int) or size_mib < 1:
+        raise ValueError(f"a tmpfs size must be a whole number of MiB >= 1, got {size_mib!r}")
+    return size_mib

@@ -16,6 +16,7 @@ import atexit
 import logging
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -219,6 +220,11 @@ class Lab:
     def detached(self) -> bool:
         return self._record.detached
 
+    @property
+    def mounts(self) -> tuple[Path, ...]:
+        """The state dirs netlab put on a tmpfs (``mount_tmpfs``)."""
+        return tuple(self._record.mounts)
+
     def host(self, host: HostRef) -> Host:
         name = host.name if isinstance(host, Host) else host
         for h in self.hosts:
@@ -325,6 +331,51 @@ class Lab:
     def kill9(self, host: HostRef) -> float:
         """SIGKILL the host's processes: a crash, no chance to clean up."""
         return self.kill(host, signal.SIGKILL)
+
+    # -- small state filesystems -----------------------------------------------------
+
+    def mount_tmpfs(self, host: HostRef, size_mib: int) -> Path:
+        """Put the host's state dir on a tmpfs of ``size_mib`` MiB (a disk that fills up).
+
+        Whatever the state dir holds already (an enrolled identity) is moved onto the
+        tmpfs. Call it while the host's daemon is stopped. The mount is recorded before
+        it is made, and ``down`` (or stale-lab cleanup) unmounts it. Returns the path.
+        """
+        self._require_up()
+        h = self.host(host)
+        path = h.state_dir
+        if path in self._record.mounts:
+            raise NetlabError(f"{h.name}: {path} is already a tmpfs (resize it instead)")
+        if self.is_running(h):
+            raise NetlabError(f"{h.name}: stop its processes before mounting over {path}")
+        aside = path.with_name(f".{path.name}.before-tmpfs")
+        path.rename(aside)
+        path.mkdir(mode=0o755)
+        self._record.mounts.append(path)
+        write_record(self._record, self._run_dir)  # recorded before it exists
+        try:
+            run(cmd.mount_tmpfs(str(path), size_mib))
+        except NetlabError:
+            self._record.mounts.remove(path)
+            write_record(self._record, self._run_dir)
+            path.rmdir()
+            aside.rename(path)
+            raise
+        try:
+            shutil.copytree(aside, path, symlinks=True, dirs_exist_ok=True)
+        except (OSError, shutil.Error) as exc:  # kept in `aside` (down removes the root)
+            raise NetlabError(
+                f"{h.name}: cannot copy {aside} onto a {size_mib} MiB tmpfs: {exc}"
+            ) from exc
+        shutil.rmtree(aside)
+        return path
+
+    def resize_tmpfs(self, host: HostRef, size_mib: int) -> None:
+        """Grow (free space on) or shrink a state dir tmpfs in place; files stay."""
+        h = self.host(host)
+        if h.state_dir not in self._record.mounts:
+            raise NetlabError(f"{h.name}: {h.state_dir} is not a netlab tmpfs")
+        run(cmd.remount_tmpfs(str(h.state_dir), size_mib))
 
     # -- network conditions ----------------------------------------------------------
 

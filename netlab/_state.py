@@ -45,7 +45,9 @@ class LabRecord:
     """Everything needed to find and tear down a lab from another process.
 
     ``owner`` is None for a detached lab. ``remove_root`` says whether ``down`` deletes
-    ``root_dir`` (true when netlab chose the directory itself).
+    ``root_dir`` (true when netlab chose the directory itself). ``mounts`` are the
+    filesystems netlab mounted for the lab (a small tmpfs on a state dir): each is
+    recorded before it is mounted, and teardown unmounts them.
     """
 
     lab_id: str
@@ -56,6 +58,7 @@ class LabRecord:
     hosts: tuple[Host, ...]
     processes: list[SpawnedProcess] = field(default_factory=list)
     created_at: float = 0.0
+    mounts: list[Path] = field(default_factory=list)
 
     @property
     def detached(self) -> bool:
@@ -78,6 +81,7 @@ class LabRecord:
             "bridge_namespace": self.bridge_namespace,
             "namespaces": self.namespaces,
             "created_at": self.created_at,
+            "mounts": [str(m) for m in self.mounts],
             "hosts": [
                 {
                     "name": h.name,
@@ -132,6 +136,7 @@ class LabRecord:
                 hosts=hosts,
                 processes=processes,
                 created_at=float(data.get("created_at", 0.0)),
+                mounts=[Path(m) for m in data.get("mounts", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise NetlabError(f"malformed lab state: {exc!r}") from exc

@@ -203,10 +203,20 @@ class Fleet:
         path.write_text(yaml.safe_dump(merged, sort_keys=True), encoding="utf-8")
         return path
 
-    def start_envoy(self, host: HostRef, config: Mapping[str, object] | None = None) -> int:
+    def start_envoy(
+        self,
+        host: HostRef,
+        config: Mapping[str, object] | None = None,
+        *,
+        state_size_mib: int | None = None,
+    ) -> int:
         """Start the envoy daemon; returns its pid. ``agent.yaml`` is written first when
-        there is any configuration to put in it."""
+        there is any configuration to put in it. With ``state_size_mib`` the state dir
+        is first moved onto a tmpfs of that size (a small disk; see ``Lab.mount_tmpfs``;
+        kept across restarts, resized with ``Lab.resize_tmpfs``)."""
         h = self.lab.host(host)
+        if state_size_mib is not None and h.state_dir not in self.lab.mounts:
+            self.lab.mount_tmpfs(h, state_size_mib)
         if self.agent_config or config:
             self.write_agent_config(h, config)
         self.started_at[h.name] = time.monotonic()

@@ -138,7 +138,8 @@ class CheckinService:
     stats: CheckinStats = field(default_factory=CheckinStats)
     _wake: trio.Event = field(default_factory=trio.Event)
     _ctx: ssl.SSLContext | None = None  # built once: the identity files do not change
-    _saved: bytes = b""  # the revocation file's content as last written or read
+    _saved: bytes = b""  # the revocation list as last written or read
+    _save_failing: bool = False
 
     def load_saved_revocations(self) -> None:
         try:
@@ -232,10 +233,26 @@ class CheckinService:
             "serials": [f"{s:x}" for s in sorted(answer.revoked_serials)],
             "uuids": sorted(str(u) for u in answer.revoked_uuids),
         }
-        raw = json.dumps(saved).encode()
-        if raw != self._saved:  # check-ins are frequent; the list rarely changes
-            write_public_file(self.revocations_file, raw, 0o600)
-            self._saved = raw
+        self._save_revocations(json.dumps(saved).encode())
+
+    def _save_revocations(self, body: bytes) -> None:
+        """Persist the list when it changed. A failure (a full disk) is logged once and
+        retried at the next check-in; the list is applied in memory either way."""
+        if body == self._saved:
+            return
+        try:
+            write_public_file(self.revocations_file, body, 0o600)
+        except OSError as exc:
+            if not self._save_failing:
+                log.warning(
+                    "cannot save the revocation list to %s (applied in memory; retrying at "
+                    "each check-in): %s",
+                    self.revocations_file,
+                    exc,
+                )
+            self._save_failing = True
+            return
+        self._saved, self._save_failing = body, False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.load_saved_revocations()

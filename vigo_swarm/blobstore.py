@@ -94,7 +94,11 @@ class StoreError(BlobError):
 
 
 class StoreFull(StoreError):
-    """No space left on the store's filesystem."""
+    """No space left on the store's filesystem; ``doing`` says what we were doing."""
+
+    def __init__(self, message: str, doing: str = "") -> None:
+        super().__init__(message)
+        self.doing = doing
 
 
 def is_sha256(value: object) -> TypeGuard[str]:
@@ -535,7 +539,8 @@ def _io(what: str) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StoreFull(
                 f"no space left while {what}: nothing was marked or made visible; "
-                "free disk space and retry (verified chunks are kept)"
+                "free disk space and retry (verified chunks are kept)",
+                what,
             ) from exc
         raise StoreError(f"{what}: {exc.strerror or exc}") from exc
 

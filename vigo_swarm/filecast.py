@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from . import http11
+from . import diskfull, http11
 from .blobstore import BlobError, BlobInfo, BlobStore, StoreFull
 from .gossip import ManifestGossip
 from .manifest import Record, RetentionKind
@@ -217,18 +217,20 @@ class FilecastService:
                     await trio.sleep(self.rescan_s)
                     continue
                 fetcher = Fetcher(self.node, self.store, info, self.transfer)
-                state.state, state.progress = "partial", fetcher.progress
-                full: BaseException | None = None
+                state.state, state.error, state.progress = "partial", "", fetcher.progress
+                full: StoreFull | None = None
                 try:
                     await fetcher.fetch()
                 except* StoreFull as group:  # raised inside the fetch's nurseries
-                    full = group.exceptions[0]
+                    full = diskfull.first_full(group)
                 if full is None:
                     break
-                # disk full: nothing partial is visible; retry when space may be back
-                state.state, state.error = "error", str(full)
-                log.warning("filecast: %s", full)
-                await trio.sleep(self.rescan_s * 5)
+                # disk full: nothing partial is visible, verified chunks are kept; say
+                # what is full and by how much, and resume once space is back
+                report = await trio.to_thread.run_sync(diskfull.assess, self.store, info, full)
+                state.state, state.error = "error", report.message()
+                log.warning("filecast: %s", state.error)
+                await diskfull.wait_for_space(report)
             state.state, state.error = "complete", ""
             self.gossip.notify_changed()  # reconcile now: materialize
         except* BlobError as group:

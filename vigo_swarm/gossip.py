@@ -11,7 +11,9 @@ Exchange (1.5 round trips, see docs/manifest.md):
 "want": [keys they lack]}``; then ``POST /swarm/v1/manifest/push {"records": […]}``.
 Every record is verified against the operator authority before it is merged; a record
 an ordinary envoy signed, a forged or far-future one is refused and counted, and the
-rest of the batch still merges.
+rest of the batch still merges. A batch the database cannot store (a full disk) is not
+merged at all, in memory neither; it is logged and counted, and the next sync offers it
+again.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .manifest import (
     summary_to_wire,
     to_wire,
 )
-from .manifest_store import ManifestStore
+from .manifest_store import ManifestStore, ManifestStoreError
 from .node import SwarmNode
 from .peers import PeerView
 
@@ -64,6 +66,8 @@ class GossipStats:
     records_out: int = 0
     rejected: int = 0
     last_rejection: str = ""
+    store_errors: int = 0
+    last_store_error: str = ""
 
 
 def peers_to_sync(
@@ -125,7 +129,15 @@ class ManifestGossip:
     async def merge(self, records: list[Record], source: str) -> int:
         """Merge verified records; returns how many changed our manifest."""
         async with self._lock:
-            results = await trio.to_thread.run_sync(self.store.merge_many, records, self.now_ms())
+            try:
+                results = await trio.to_thread.run_sync(
+                    self.store.merge_many, records, self.now_ms()
+                )
+            except ManifestStoreError as exc:  # undone whole; offered again by the next sync
+                self.stats.store_errors += 1
+                self.stats.last_store_error = str(exc)
+                log.warning("could not store %d records from %s: %s", len(records), source, exc)
+                return 0
         accepted = 0
         for res in results:
             if isinstance(res, RecordRejected):

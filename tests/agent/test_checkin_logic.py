@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,35 @@ def test_progress_report_fits_the_server_schema() -> None:
     assert report[1]["have_chunks"] == 10 and report[2]["have_chunks"] == 0
     assert report[3]["state"] == "error" and report[3]["have_chunks"] == 10
     assert "\n" not in report[3]["error"] and len(report[3]["error"]) == 500
+
+
+def test_revocation_list_save_failure_is_logged_once_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing write (a full disk) never ends the check-in loop; unchanged lists are
+    not rewritten at every check-in."""
+    from vigo_agent.checkin import CheckinService
+
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state dir should be")
+    svc = CheckinService(
+        node=None,  # type: ignore[arg-type]  # not used to save the list
+        server_url="https://server:8443",
+        ca_file=tmp_path / "ca.pem",
+        cert_file=tmp_path / "cert.pem",
+        key_file=tmp_path / "key.pem",
+        revocations_file=blocker / "revocations.json",
+        interval_s=1.0,
+    )
+    for _ in range(3):
+        svc._save_revocations(b'{"serials": [], "uuids": []}')
+    warnings = [r for r in caplog.records if "cannot save the revocation list" in r.message]
+    assert len(warnings) == 1 and svc._save_failing
+    blocker.unlink()
+    blocker.mkdir()
+    svc._save_revocations(b'{"serials": [], "uuids": []}')  # the next check-in saves it
+    assert (blocker / "revocations.json").read_bytes() == b'{"serials": [], "uuids": []}'
+    assert not svc._save_failing and os.listdir(blocker) == ["revocations.json"]
+    (blocker / "revocations.json").unlink()
+    svc._save_revocations(b'{"serials": [], "uuids": []}')  # unchanged: not rewritten
+    assert os.listdir(blocker) == []

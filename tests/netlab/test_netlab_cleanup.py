@@ -3,6 +3,7 @@ tests, orphan namespaces; detached labs stay until ``down``. Needs root."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import Lab, wait_for
+from netlab import Lab, NetlabError, wait_for
 from netlab.pytest_fixtures import LabFactory, requires_root
 
 pytestmark = [pytest.mark.netlab, requires_root]
@@ -38,7 +39,15 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
+def lab_mounts(lab_id: str) -> list[str]:
+    """Mount points under the lab's root dir, from the kernel's own table."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p.startswith(f"/tmp/vgl-{lab_id}/")]
+
+
 def assert_gone(lab_id: str, pids: Sequence[int] = ()) -> None:
+    assert lab_mounts(lab_id) == []
     assert lab_namespaces(lab_id) == []
     assert not (RUN_DIR / f"{lab_id}.json").exists()
     assert not Path(f"/tmp/vgl-{lab_id}").exists()
@@ -60,6 +69,7 @@ CRASHING_OWNER = """
     import sys
     from netlab import Lab
     lab = Lab.create(2, with_server=False)
+    lab.mount_tmpfs("envoy1", 4)
     pid = lab.spawn("envoy1", ["sleep", "1000"])
     print(lab.id, pid, flush=True)
     sys.stdin.read()  # until the test SIGKILLs us
@@ -83,6 +93,7 @@ def test_stale_lab_of_a_killed_owner_is_removed(how: str, lab_factory: LabFactor
         owner.wait(timeout=10)
     sleeper = int(pid_text)
     assert len(lab_namespaces(lab_id)) == 3 and alive(sleeper)  # it really was left behind
+    assert lab_mounts(lab_id) == [f"/tmp/vgl-{lab_id}/envoy1"]
     if how == "cleanup_stale":
         assert lab_id in Lab.cleanup_stale()
     else:
@@ -94,6 +105,7 @@ def test_program_exiting_without_down_cleans_up_at_exit() -> None:
     done = python("""
         from netlab import Lab
         lab = Lab.create(1, with_server=False)
+        lab.mount_tmpfs("envoy1", 4)
         lab.spawn("envoy1", ["sleep", "1000"])
         print(lab.id, flush=True)
         raise RuntimeError("crash without down()")
@@ -108,12 +120,14 @@ FAILING_TESTS = """
 
     def test_with_statement():
         with Lab.create(1, with_server=False) as lab:
+            lab.mount_tmpfs("envoy1", 4)
             lab.spawn("envoy1", ["sleep", "1000"])
             print("LAB", lab.id)
             assert False, "deliberate failure"
 
     def test_fixture(lab_factory):
         lab = lab_factory(2, with_server=False)
+        lab.mount_tmpfs("envoy2", 4)
         lab.spawn("envoy2", ["sleep", "1000"])
         print("LAB", lab.id)
         raise RuntimeError("deliberate error")
@@ -146,6 +160,30 @@ def test_a_failing_netlab_test_still_cleans_up(tmp_path: Path) -> None:
     assert len(ids) == 2, done.stdout
     for lab_id in ids:
         assert_gone(lab_id)
+
+
+def test_state_dir_tmpfs_keeps_its_files_resizes_and_is_gone_after_down(
+    lab_factory: LabFactory,
+) -> None:
+    lab = lab_factory(1, with_server=False)
+    state = lab.host("envoy1").state_dir
+    (state / "identity").mkdir()
+    (state / "identity" / "envoy.json").write_text("{}")  # as if enrolled already
+    assert lab.mount_tmpfs("envoy1", 4) == state
+    assert lab_mounts(lab.id) == [str(state)] and lab.mounts == (state,)
+    assert (state / "identity" / "envoy.json").read_text() == "{}"  # moved onto it
+    assert os.statvfs(state).f_blocks * os.statvfs(state).f_frsize == 4 << 20
+    with pytest.raises(OSError) as full:
+        (state / "filler").write_bytes(bytes(5 << 20))
+    assert full.value.errno == errno.ENOSPC
+    lab.resize_tmpfs("envoy1", 8)
+    (state / "filler").write_bytes(bytes(5 << 20))  # fits now
+    with pytest.raises(NetlabError, match="already a tmpfs"):
+        lab.mount_tmpfs("envoy1", 4)
+    pid = lab.spawn("envoy1", ["sh", "-c", f"cd {state} && exec sleep 1000"])  # busy
+    wait_for(lambda: os.readlink(f"/proc/{pid}/cwd") == str(state), 10, "the shell in it")
+    lab.down()
+    assert_gone(lab.id, [pid])
 
 
 def test_orphan_namespaces_are_removed(lab_factory: LabFactory) -> None:

@@ -193,3 +193,15 @@ def test_nft_scripts_replace_atomically_and_heal_idempotently() -> None:
     mcast = cmd.nft_drop_multicast()
     assert mcast.count("ip daddr 224.0.0.0/4 drop") == 2 and "vgl_mcast" in mcast
     assert cmd.nft_apply("ns") == ["ip", "netns", "exec", "ns", "nft", "-f", "-"]
+
+
+def test_tmpfs_commands() -> None:
+    assert cmd.mount_tmpfs("/tmp/vgl-ab12cd/envoy1", 24) == [
+        "mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "tmpfs", "/tmp/vgl-ab12cd/envoy1",
+    ]  # fmt: skip
+    assert cmd.remount_tmpfs("/s", 64) == ["mount", "-o", "remount,size=64m", "/s"]
+    assert cmd.umount("/s") == ["umount", "/s"]
+    assert cmd.umount("/s", lazy=True) == ["umount", "--lazy", "/s"]
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="whole number of MiB"):
+            cmd.mount_tmpfs("/s", bad)  # type: ignore[arg-type]

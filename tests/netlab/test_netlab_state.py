@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from netlab import NetlabError, WaitTimeout, wait_for
+from netlab._cleanup import mount_points, mounts_to_remove
 from netlab._proc import ProcessRef, is_alive, process_ref
 from netlab._state import (
     LabRecord,
@@ -140,3 +141,41 @@ def test_wait_for_abort_ends_early() -> None:
             lambda: False, 60, "x", abort=lambda: "daemon exited", clock=clock, sleep=clock.sleep
         )
     assert clock.slept == []
+
+
+def test_record_keeps_its_mounts_and_reads_old_files_without_them() -> None:
+    rec = record()
+    rec.mounts.append(Path("/tmp/vgl-ab12cd/envoy1"))
+    data = json.loads(json.dumps(rec.to_json()))
+    assert data["mounts"] == ["/tmp/vgl-ab12cd/envoy1"]
+    assert LabRecord.from_json(data) == rec
+    del data["mounts"]  # a state file written before mounts were recorded
+    assert LabRecord.from_json(data).mounts == []
+
+
+MOUNTINFO = """\
+22 1 0:21 / / rw - ext4 /dev/sda1 rw
+90 22 0:50 / /tmp/vgl-ab12cd/envoy1 rw - tmpfs tmpfs rw,size=8192k
+91 90 0:51 / /tmp/vgl-ab12cd/envoy1/swarm rw - tmpfs tmpfs rw
+92 90 0:52 / /tmp/vgl-ab12cd/envoy1 rw - tmpfs tmpfs rw
+93 22 0:53 / /tmp/vgl-ab12cd2/envoy1 rw - tmpfs tmpfs rw
+94 22 0:54 / /tmp/vgl-ab12cd rw - tmpfs tmpfs rw
+95 22 0:55 / /mnt/with\\040space rw - tmpfs tmpfs rw
+"""
+
+
+def test_mount_points_parse_mountinfo_with_escapes_and_stacks() -> None:
+    points = mount_points(MOUNTINFO)
+    assert Path("/mnt/with space") in points
+    assert points.count(Path("/tmp/vgl-ab12cd/envoy1")) == 2
+
+
+def test_mounts_to_remove_are_the_labs_own_deepest_first() -> None:
+    root = Path("/tmp/vgl-ab12cd")
+    found = mounts_to_remove([Path("/mnt/with space")], root, mount_points(MOUNTINFO))
+    assert found == [
+        Path("/tmp/vgl-ab12cd/envoy1/swarm"),
+        Path("/tmp/vgl-ab12cd/envoy1"),
+        Path("/tmp/vgl-ab12cd/envoy1"),  # stacked: unmounted twice
+        Path("/mnt/with space"),  # recorded, even outside the root
+    ]  # not the root itself, not a sibling lab's /tmp/vgl-ab12cd2

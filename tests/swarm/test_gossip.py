@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from disk_helpers import fill
 from fleet_helpers import make_envoy
 from manifest_helpers import ENVOY_KEY, SERVER_KEY, fields
 
@@ -111,3 +112,23 @@ async def test_records_signed_by_an_envoy_or_forged_are_refused(
             assert (await conn.request("POST", PUSH_PATH, body=bad)).status == 400
     assert len(gossip.manifest) == 0
     assert gossip.stats.rejected == 5
+
+
+async def test_a_full_disk_refuses_the_batch_without_stopping_gossip(
+    tmp_path: Path, small_fs: Path
+) -> None:
+    """The database cannot store a record: nothing is merged (in memory neither), the
+    failure is counted, and once space is back the same records merge."""
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    node = SwarmNode(make_envoy(ca, tmp_path, "full").node_identity, SwarmConfig(port=0))
+    store = ManifestStore(small_fs / "manifest.db", AUTH)
+    gossip = ManifestGossip(node, store)
+    big = [sign(fields(f"filecast/{i}", hlc=now_stamp()), SERVER_KEY) for i in range(200)]
+    filler = fill(small_fs / "filler")
+    assert await gossip.merge(big, "peer") == 0
+    assert gossip.stats.store_errors == 1 and "cannot write" in gossip.stats.last_store_error
+    assert len(store.manifest) == 0
+    filler.unlink()
+    assert await gossip.merge(big, "peer") == 200  # the next sync offers them again
+    assert len(store.manifest) == 200
+    store.close()
