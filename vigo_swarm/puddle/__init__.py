@@ -3,7 +3,7 @@
 Public surface (import from here). Pure parts: ``keys`` (the key, its passphrase
 wrapping and file format), ``members`` (the signed member list), ``pairing`` (peer-pair
 codes), ``keyring`` (unlocked keys in memory). IO: ``store`` (``~/.vigo-puddle/``) and
-(the daemon side comes next). See docs/puddle.md.
+``service`` (the daemon side: peer-channel routes, member-list sync). See docs/puddle.md.
 
 For lockbox: ``PuddleService.unlocked_key(uid)`` gives the person's key while unlocked,
 ``PuddleService.puddle_of(uid)`` the public key and members (also while locked), and
@@ -33,6 +33,7 @@ from .keys import (
 )
 from .members import MemberList, add_member, members_from_wire, sign_members
 from .pairing import normalize_code
+from .service import PuddleConfig, PuddleService
 from .store import Person, Puddle, PuddleDir
 
 __all__ = [
@@ -45,9 +46,11 @@ __all__ = [
     "PairingRefused",
     "Person",
     "Puddle",
+    "PuddleConfig",
     "PuddleDir",
     "PuddleError",
     "PuddleKey",
+    "PuddleService",
     "PuddleStateError",
     "UnsafePuddleDir",
     "WrappedIdentity",
