@@ -20,6 +20,7 @@ from fleet_helpers import FakeEnrolled
 from user_helpers import run_as, run_cli_as, temporary_user
 
 from vigo_agent.config import AgentConfig
+from vigo_agent.control import ControlError, call
 from vigo_agent.daemon import Daemon
 from vigo_agent.identity import load_identity
 
@@ -261,3 +262,31 @@ async def test_no_terminal_and_no_fd_is_a_clear_error(
     )
     assert res.returncode == 2 and b"--passphrase-fd" in res.stderr, res.stderr
     assert (await vigo(envoy, "status")).stdout.startswith(b"no puddle")
+
+
+async def test_control_operations_refuse_bad_arguments(
+    envoy: FakeEnrolled, root_daemon: Daemon
+) -> None:
+    sock = envoy.paths.control_socket
+
+    async def op(name: str, args: dict) -> str:
+        with pytest.raises(ControlError) as info:
+            await trio.to_thread.run_sync(call, sock, name, args)
+        return f"{info.value.code}: {info.value.message}"
+
+    assert (await op("puddle.unlock", {"seed": "zz"})).startswith("bad_request")
+    assert (await op("puddle.unlock", {"seed": "00" * 31})).startswith("bad_request")
+    assert (await op("puddle.unlock", {"seed": "00" * 32})).startswith("no_puddle")
+    assert (await op("puddle.init", {"state": {"identity": "AAAA", "members": {}}})).startswith(
+        "corrupt"
+    )
+    assert (await op("puddle.join", {"envoy": "x", "code": "12345678"})).startswith(
+        "pairing_malformed"
+    )
+    assert (await vigo(envoy, "init", "--passphrase-fd", "0", stdin=ALICE_PASS)).returncode == 0
+    assert "does not belong" in await op("puddle.unlock", {"seed": "00" * 32})
+    assert (await op("puddle.unlock", {"seed": "00" * 32, "idle_timeout_s": -1})).startswith(
+        "bad_request"
+    )
+    assert (await op("puddle.rotate", {"identity": 5})).startswith("corrupt")
+    assert (await op("puddle.init", {"state": None})).startswith("corrupt")
