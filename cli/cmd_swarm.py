@@ -1,4 +1,5 @@
-"""``vigo swarm status|peers`` — ask the running daemon over its control socket."""
+"""``vigo swarm status|peers|checkin`` — ask the running daemon over its control socket;
+``vigo swarm puddle …`` lives in cmd_puddle.py."""
 
 from __future__ import annotations
 
@@ -31,20 +32,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("peers", "the confirmed peers (--all: and candidates)", PEERS_HELP, cmd_peers),
         ("checkin", "check in with the server now (root)", CHECKIN_HELP, cmd_checkin),
     ):
-        p = verbs.add_parser(
-            name,
-            help=short,
-            description=helptext,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        add_state_dir(p)
-        p.add_argument(
-            "--socket", type=Path, help="control socket (default STATE_DIR/control.sock)"
-        )
+        p = add_daemon_verb(verbs, name, short, helptext)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         if name == "peers":
             p.add_argument("--all", action="store_true", help="include unconfirmed candidates")
+    from . import cmd_puddle
+
+    cmd_puddle.register(verbs)
+
+
+def add_daemon_verb(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, short: str, text: str
+) -> argparse.ArgumentParser:
+    """A verb that asks the daemon: its help, --state-dir and --socket."""
+    p = verbs.add_parser(
+        name, help=short, description=text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_state_dir(p)
+    p.add_argument("--socket", type=Path, help="control socket (default STATE_DIR/control.sock)")
+    return p
 
 
 def ask(args: argparse.Namespace, op: str, op_args: dict[str, Any] | None = None) -> Any:

@@ -33,6 +33,7 @@ class AgentConfig:
     peer_confirm_ttl_s: float = 60.0
     control_socket: str = ""  # "" = <state>/control.sock
     seed_dirs: tuple[str, ...] = ()  # a seeder: directories holding blobs named by sha256
+    home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
     log_level: str = "info"
 
 
@@ -99,6 +100,8 @@ def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
     if cfg.multicast_interface:
         _check_ip(f"{source}: multicast_interface", cfg.multicast_interface)
     _check_ip(f"{source}: multicast_group", cfg.multicast_group, multicast=True)
+    if cfg.home_root and (not cfg.home_root.startswith("/") or "\0" in cfg.home_root):
+        raise ConfigError(f"{source}: home_root: {cfg.home_root!r} is not an absolute path")
     if cfg.log_level not in _LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(sorted(_LEVELS))}")
     return cfg

@@ -5,6 +5,7 @@
     ├── ManifestGossip       keeps the manifest equal across envoys (peer channel)
     ├── FilecastService      fetches blobs the manifest names, materializes files/
     ├── CheckinService       reports to the server lite; feeds hints and revocations
+    ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
 
@@ -29,12 +30,14 @@ from vigo_swarm.filecast import FilecastService
 from vigo_swarm.gossip import ManifestGossip
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
+from vigo_swarm.puddle import PuddleService
 
 from .checkin import CheckinService
 from .config import AgentConfig, load_config
 from .control import Caller, ControlServer
 from .identity import EnvoyIdentity, load_identity
 from .paths import StatePaths
+from .puddle_ops import person_resolver, register_puddle_ops
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,10 @@ class Daemon:
         self.control.register("status", self._op_status)
         self.control.register("peers", self._op_peers)
         self.control.register("checkin", self._op_checkin)
+        self.puddle = PuddleService(
+            self.node, paths.swarm_dir / "puddles.json", person_resolver(config.home_root)
+        )
+        register_puddle_ops(self.control, self.puddle)
         self.started_unix = time.time()
 
     async def _op_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +144,7 @@ class Daemon:
             await nursery.start(self.gossip.run)
             await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
+            await nursery.start(self.puddle.run)
             await nursery.start(self.control.run)
             log.info(
                 "envoy %s (%s) ready: peer channel on port %d, control socket %s",

@@ -37,6 +37,7 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ("multicast_group: 10.0.0.1\n", "not a multicast group"),
         ("log_level: loud\n", "log_level must be one of"),
         ("seed_dirs: [relative/dir]\n", "not an absolute path"),
+        ("home_root: homes\n", "home_root: 'homes' is not an absolute path"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("port: [\n", "not valid YAML"),
         ("x: !!python/object/apply:os.system ['true']\n", "not valid YAML"),

@@ -6,97 +6,28 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import FakeEnrolled, make_envoy
+from fleet_helpers import FakeEnrolled
+from user_helpers import ensure_user, run_cli_as
 
 from vigo_agent.config import AgentConfig
 from vigo_agent.control import ControlError, call
 from vigo_agent.daemon import Daemon
 from vigo_agent.identity import load_identity
-from vigo_server_lite.ca import FleetCA
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 TEST_USER = "vigo-test-alice"
 
 
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A state dir a non-root user can reach (pytest's tmp_path is 0700 root)."""
-    d = Path(tempfile.mkdtemp(prefix="vigo-test-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def envoy(shared_dir: Path) -> FakeEnrolled:
-    ca = FleetCA.load_or_create(shared_dir / "ca")
-    e = make_envoy(ca, shared_dir, "alpha")
-    e.paths.root.chmod(0o755)
-    return e
-
-
-def run_cli_as(user: pwd.struct_passwd, argv: list[str]) -> tuple[int, str, str]:
-    """Run the real `vigo` CLI entry point as another uid, in a forked child.
-
-    The interpreter may live where that user cannot exec it (pyenv under /root), so
-    we fork this already-running one and drop privileges for good before the CLI
-    runs: the daemon sees the child's uid through SO_PEERCRED, as with any login.
-    """
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        code = 70
-        try:
-            sys.stdout = os.fdopen(out_w, "w")  # pytest's capture objects stay behind
-            sys.stderr = os.fdopen(err_w, "w")
-            # Load every module the CLI will need while we may still read them (the
-            # checkout may sit below a directory the test user cannot enter).
-            import cli.cmd_swarm
-            import cli.vigo
-
-            cli.vigo.build_parser()
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            code = cli.vigo.main(argv)
-        except BaseException as exc:  # e.g. SystemExit from argparse
-            print(f"child: {exc!r}", file=sys.stderr)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(out_w)
-    os.close(err_w)
-    with os.fdopen(out_r) as out, os.fdopen(err_r) as err:
-        stdout, stderr = out.read(), err.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), stdout, stderr
-
-
 def local_user() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a test user and run a command as that user")
-    try:
-        return pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-            check=True,
-            capture_output=True,
-        )
-        return pwd.getpwnam(TEST_USER)
+    return ensure_user(TEST_USER)
 
 
 async def test_control_socket_attributes_requests_to_the_callers_uid(
