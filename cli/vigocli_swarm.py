@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import ssl
 import stat
@@ -38,7 +37,6 @@ UPLOAD_TIMEOUT_S = 600.0
 UPLOAD_READ_BYTES = 1 << 20
 SHOW_UPLOAD_PROGRESS_BYTES = 8 << 20
 MIN_INTERVAL_S = 0.2
-_RETENTION_RE = re.compile(r"until_revoked|pinned|expires_at:[0-9]{1,15}(\.[0-9]{1,6})?")
 
 SWARM_DESCRIPTION = """\
 The swarm is the peer-to-peer layer between the envoys of the fleet. From the server side
@@ -75,10 +73,12 @@ examples:
 
 
 def _retention(value: str) -> str:
-    if not _RETENTION_RE.fullmatch(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not until_revoked, pinned or expires_at:<unix seconds>"
-        )
+    from vigo_swarm.manifest import InvalidRetention, parse_retention
+
+    try:  # the server checks too; the same parser says what is wrong before an upload
+        parse_retention(value, time.time())
+    except InvalidRetention as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
     return value
 
 

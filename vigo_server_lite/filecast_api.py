@@ -22,14 +22,13 @@ import trio
 
 from vigo_swarm.blobstore import is_sha256
 from vigo_swarm.http11 import Request, Response, json_response
-from vigo_swarm.manifest import ManifestError, to_wire
+from vigo_swarm.manifest import DEFAULT_CHUNK_BYTES, ManifestError, to_wire
 
 from . import filecast_db
 from .authority import ClockBehind, FilecastAuthority
 from .db import Database, Store
 from .errors import Refusal, SetupError
 from .filecast import (
-    DEFAULT_CHUNK_BYTES,
     is_live,
     parse_distribute,
     parse_revoke,
