@@ -122,18 +122,20 @@ def parse_distribute(query: Mapping[str, str], now: float) -> DistributeRequest:
     return DistributeRequest(target, record_key(target), retention, chunk_bytes)
 
 
-def _object(body: Any, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
+def check_object(body: Any, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
+    """``body`` if it is a JSON object with no field outside ``allowed``; ``what`` names
+    it in the refusal (``the revoke body``)."""
     if not isinstance(body, dict):
-        raise bad_request(f"the {what} body must be a JSON object")
+        raise bad_request(f"{what} must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise bad_request(f"unknown field {str(unknown[0])[:40]!r} in the {what} body")
+        raise bad_request(f"unknown field {str(unknown[0])[:40]!r} in {what}")
     return body
 
 
 def parse_revoke(body: Any) -> tuple[str, str]:
     """``{"target": PATH}`` → (target, record key)."""
-    obj = _object(body, frozenset({"target"}), "revoke")
+    obj = check_object(body, frozenset({"target"}), "the revoke body")
     if "target" not in obj:
         raise Refusal(400, "bad_target", "field 'target' is required")
     target = check_target(obj["target"])
@@ -142,7 +144,7 @@ def parse_revoke(body: Any) -> tuple[str, str]:
 
 def parse_sync(body: Any) -> Summary:
     """``{"summary": {key: [hlc, origin]}}`` from an envoy, strictly."""
-    obj = _object(body, frozenset({"summary"}), "manifest sync")
+    obj = check_object(body, frozenset({"summary"}), "the manifest sync body")
     if "summary" not in obj:
         raise Refusal(400, "bad_summary", "field 'summary' is required")
     try:
