@@ -261,7 +261,9 @@ def retention_text(retention: Retention) -> str:
     """The text ``parse_retention`` reads: ``pinned``, ``expires_at:1800000000``."""
     if retention.expires_at_unix is None:
         return retention.kind.value
-    return f"{retention.kind.value}:{retention.expires_at_unix:g}"
+    # exact, never an exponent (``:g`` gave "1.8e+09", which parse_retention refuses)
+    when = f"{retention.expires_at_unix:.6f}".rstrip("0").rstrip(".")
+    return f"{retention.kind.value}:{when}"
 
 
 def _need(ok: object, field: str, problem: str) -> None:
