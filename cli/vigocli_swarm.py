@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from . import vigocli_seeders
 from . import vigocli_swarm_view as view
 from ._common import (
     EXIT_FAILURE,
@@ -40,14 +41,17 @@ MIN_INTERVAL_S = 0.2
 
 SWARM_DESCRIPTION = """\
 The swarm is the peer-to-peer layer between the envoys of the fleet. From the server side
-an operator drives one of its subsystems: filecast."""
+an operator drives one of its subsystems, filecast, and says which envoys are seeders
+(may publish the NAME + NAME.swarm sidecars of their seed directories)."""
 
 FILECAST_DESCRIPTION = """\
 filecast pushes a file to every envoy of the fleet. `distribute` uploads it to the server,
 which stores it in its seed directory, signs a manifest record naming the blob (by
 SHA-256) and a target path, and hands the record to envoys at their next manifest sync.
 Envoys fetch the blob's chunks from each other (and from the server as a last resort),
-verify every chunk, and link it at /var/lib/vigo/swarm/files/<target>.
+verify every chunk, and link it at /var/lib/vigo/swarm/files/<target>. A file dropped
+with a NAME.swarm sidecar into a seeder's seed directory is distributed the same way (see
+`vigocli swarm seeders`); `list` and `status` show where each record came from.
 
 One target holds one file: distributing to the same target again replaces it everywhere;
 `revoke` removes it everywhere, also from envoys that were offline at the time. Only the
@@ -96,7 +100,7 @@ def _verb(verbs: Any, common: argparse.ArgumentParser, name: str, short: str, lo
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     swarm = subparsers.add_parser(
         "swarm",
-        help="the swarm: filecast (fleet-wide file distribution)",
+        help="the swarm: filecast (fleet-wide file distribution) and its seeders",
         description=SWARM_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -187,6 +191,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     revoke.add_argument("--target", required=True, metavar="PATH", help="the target to revoke")
     revoke.set_defaults(func=revoke_target)
+    vigocli_seeders.register(systems, common)
 
 
 # -------------------------------------------------------------------- distribute

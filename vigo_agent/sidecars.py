@@ -242,7 +242,7 @@ class SidecarScanner:
     def _fail(self, st: SidecarState, problem: str) -> None:
         st.state, st.error = "error", problem
         if problem != st.logged:  # once per distinct error, not at every scan
-            log.warning("sidecars: %s: %s; nothing sent", st.sidecar, problem)
+            log.warning("sidecars: %s: %s", st.sidecar, problem)
             st.logged = problem
 
     async def _check(self, st: SidecarState, now: float) -> None:
