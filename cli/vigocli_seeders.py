@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from typing import Any
 from urllib.parse import quote
 
-from ._common import EXIT_OK, emit_json, emit_table
+from ._common import EXIT_OK, add_group, add_verb, emit_json, emit_table
 from .vigocli_admin import client_for, when
 
 DESCRIPTION = """\
@@ -34,12 +33,8 @@ examples:
 
 
 def register(systems: Any, common: argparse.ArgumentParser) -> None:
-    group = systems.add_parser(
-        "seeders",
-        help="the envoys allowed to publish seed-dir sidecars",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    group = add_group(
+        systems, "seeders", "the envoys allowed to publish seed-dir sidecars", DESCRIPTION, EPILOG
     )
     verbs = group.add_subparsers(dest="seeders_verb", metavar="VERB", required=True)
     for name, short, long, func in (
@@ -59,14 +54,7 @@ def register(systems: Any, common: argparse.ArgumentParser) -> None:
             remove_seeder,
         ),
     ):
-        p = verbs.add_parser(
-            name,
-            parents=[common],
-            help=short,
-            description=textwrap.fill(long, 88),
-            epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        p = add_verb(verbs, common, name, short, long, EPILOG)
         if name != "list":
             p.add_argument("envoy", metavar="HOSTNAME|UUID")
         p.set_defaults(func=func)

@@ -13,7 +13,6 @@ import shutil
 import ssl
 import stat
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from ._common import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CLIError,
+    add_group,
+    add_verb,
     emit_json,
     emit_table,
 )
@@ -87,30 +88,23 @@ def _retention(value: str) -> str:
 
 
 def _verb(verbs: Any, common: argparse.ArgumentParser, name: str, short: str, long: str) -> Any:
-    return verbs.add_parser(
-        name,
-        parents=[common],
-        help=short,
-        description=textwrap.fill(long, 88),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    return add_verb(verbs, common, name, short, long, EPILOG)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    swarm = subparsers.add_parser(
+    swarm = add_group(
+        subparsers,
         "swarm",
-        help="the swarm: filecast (fleet-wide file distribution) and its seeders",
-        description=SWARM_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the swarm: filecast (fleet-wide file distribution) and its seeders",
+        SWARM_DESCRIPTION,
     )
     systems = swarm.add_subparsers(dest="swarm_system", metavar="SUBSYSTEM", required=True)
-    filecast = systems.add_parser(
+    filecast = add_group(
+        systems,
         "filecast",
-        help="distribute files to every envoy; list, watch and revoke them",
-        description=FILECAST_DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "distribute files to every envoy; list, watch and revoke them",
+        FILECAST_DESCRIPTION,
+        EPILOG,
     )
     verbs = filecast.add_subparsers(dest="filecast_verb", metavar="VERB", required=True)
 
