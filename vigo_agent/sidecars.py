@@ -98,7 +98,9 @@ class SidecarState:
 
     @property
     def file(self) -> Path:
-        return self.sidecar.with_name(self.sidecar.name.removesuffix(SUFFIX))
+        """``NAME`` beside ``NAME.swarm`` (for ``.swarm`` alone: the directory, which
+        ``data_name`` refuses before anything is read)."""
+        return self.sidecar.parent / self.sidecar.name.removesuffix(SUFFIX)
 
     def view(self) -> dict[str, Any]:
         p, info = self.parsed, self.info
