@@ -32,7 +32,9 @@ class AgentConfig:
     peer_expire_s: float = 0.0  # 0 = derived from the announce and check-in intervals
     peer_confirm_ttl_s: float = 60.0
     control_socket: str = ""  # "" = <state>/control.sock
-    seed_dirs: tuple[str, ...] = ()  # a seeder: directories holding blobs named by sha256
+    seed_dirs: tuple[str, ...] = ()  # a seeder: blobs named by sha256, NAME + NAME.swarm pairs
+    seed_rescan_s: float = 60.0  # sidecars: a full look besides watching for changes
+    seed_settle_s: float = 2.0  # sidecars: how long a pair must be still before it is sent
     home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
     log_level: str = "info"
 
@@ -45,6 +47,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "checkin_backoff_max_s": (1, 86400),
     "peer_expire_s": (0, 86400),
     "peer_confirm_ttl_s": (1, 86400),
+    "seed_rescan_s": (1, 86400),
+    "seed_settle_s": (0, 3600),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
 _ADDRESS_LISTS = {"advertise_addresses"}

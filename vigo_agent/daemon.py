@@ -4,6 +4,7 @@
     ├── SwarmNode            peer channel (TCP 1531, mTLS), multicast discovery, prober
     ├── ManifestGossip       keeps the manifest equal across envoys (peer channel)
     ├── FilecastService      fetches blobs the manifest names, materializes files/
+    ├── SidecarScanner       (a seeder) NAME + NAME.swarm in seed_dirs → published
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
@@ -38,6 +39,7 @@ from .control import Caller, ControlServer
 from .identity import EnvoyIdentity, load_identity
 from .paths import StatePaths
 from .puddle_ops import person_resolver, register_puddle_ops
+from .sidecars import SidecarScanner
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,9 @@ class Daemon:
         for problem in self.manifest.load_errors:
             log.warning("manifest: dropped a stored record: %s", problem)
         self.gossip = ManifestGossip(self.node, self.manifest)
+        seed_dirs = tuple(Path(d) for d in config.seed_dirs)
         self.filecast = FilecastService(
-            self.node,
-            self.gossip,
-            paths.swarm_dir,
-            seed_dirs=tuple(Path(d) for d in config.seed_dirs),
+            self.node, self.gossip, paths.swarm_dir, seed_dirs=seed_dirs
         )
         self.checkin = CheckinService(
             node=self.node,
@@ -99,6 +99,16 @@ class Daemon:
             gossip=self.gossip,
             progress=self.filecast.status,
         )
+        self.sidecars: SidecarScanner | None = None
+        if seed_dirs:
+            self.sidecars = SidecarScanner(
+                seed_dirs,
+                self.checkin,
+                self.gossip,
+                rescan_s=config.seed_rescan_s,
+                settle_s=config.seed_settle_s,
+            )
+            self.filecast.seed_file = self.sidecars.file_for
         socket_path = Path(config.control_socket) if config.control_socket else paths.control_socket
         self.control = ControlServer(socket_path)
         self.control.register("status", self._op_status)
@@ -119,6 +129,7 @@ class Daemon:
             "checkin": vars_of(self.checkin.stats),
             "manifest": {"records": len(self.manifest.manifest), **vars_of(self.gossip.stats)},
             "filecast": self.filecast.status(),
+            "sidecars": self.sidecars.status() if self.sidecars else [],
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
 
@@ -145,6 +156,8 @@ class Daemon:
             await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.puddle.run)
+            if self.sidecars is not None:
+                await nursery.start(self.sidecars.run)
             await nursery.start(self.control.run)
             log.info(
                 "envoy %s (%s) ready: peer channel on port %d, control socket %s",

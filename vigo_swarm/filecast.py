@@ -5,7 +5,8 @@ says what to fetch, what to link, what to unlink and which blobs may be collecte
 ``FilecastService`` executes it whenever the manifest changes (and periodically):
 
 - a record whose blob we lack → learn the blob's chunk list (from the seed dir on a
-  seeder, else from a peer) and check it against the *signed* record (sha256, size,
+  seeder — a file named by its hash, or a sidecar's file found through ``seed_file`` —
+  else from a peer) and check it against the *signed* record (sha256, size,
   chunk size, chunks digest) before fetching a single chunk; then fetch;
 - a complete blob → materialize every target atomically (never outside ``files/``);
 - a target no live record names (revoked, expired, replaced) → unlink it;
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class FilecastService:
     gossip: ManifestGossip
     root: Path  # <state>/swarm
     seed_dirs: tuple[Path, ...] = ()
+    seed_file: Callable[[str], Path | None] | None = None  # blob → a seeder's sidecar file
     transfer: TransferConfig = field(default_factory=TransferConfig)
     rescan_s: float = 2.0
     store: BlobStore = field(init=False)
@@ -243,8 +245,12 @@ class FilecastService:
             self._fetching.discard(rec.blob)
 
     async def _from_seed_dir(self, rec: Record) -> bool:
-        for seed in self.seed_dirs:
-            path = seed / rec.blob
+        candidates = [seed / rec.blob for seed in self.seed_dirs]
+        named = self.seed_file(rec.blob) if self.seed_file is not None else None
+        if named is not None:  # a NAME + NAME.swarm pair (vigo_agent.sidecars)
+            candidates.append(named)
+        for path in candidates:
+            seed = path.parent
             if path.is_file():
                 try:
                     info = await trio.to_thread.run_sync(self.store.add_file, path, rec.chunk_bytes)
