@@ -15,10 +15,12 @@ Last line: RESULT {json} with T/(S/B), central/T and egress/S.
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 import psutil
 
@@ -50,6 +52,15 @@ http {{
 def tx_bytes(lab: Lab, host: object) -> int:
     out = lab.exec(host, ["cat", "/sys/class/net/eth0/statistics/tx_bytes"]).stdout  # type: ignore[arg-type]
     return int(out.strip())
+
+
+def seed_started(log_file: Path) -> float:
+    """Wall time of the seeder's "seeding" log line (the blob is servable from then)."""
+    for line in log_file.read_text().splitlines():
+        if "filecast: seeding" in line:
+            stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    raise RuntimeError("the seeder never logged that it is seeding")
 
 
 def daemons_cpu_s(pids: list[int]) -> float:
@@ -92,6 +103,7 @@ def main() -> None:
         idle_cpu_per_s = (daemons_cpu_s(pids) - idle0) / 5
         egress0 = tx_bytes(lab, seeder)
         cpu0 = daemons_cpu_s(pids)
+        wall0 = time.time()
         t0 = time.monotonic()
         fleet.vigocli(
             "swarm", "filecast", "distribute", str(src), "--target", "bench/payload", timeout_s=300
@@ -110,6 +122,11 @@ def main() -> None:
         swarm_s = max(done.values())
         egress = tx_bytes(lab, seeder) - egress0
         cpu_s = daemons_cpu_s(pids) - cpu0
+        for h in (seeder, receivers[0]):
+            st = fleet.status(h)
+            print(h.name, "peer channel:", st.get("peer_channel"), "node:", st.get("node"))
+        seeding_s = seed_started(seeder.log_file) - wall0
+        print(f"upload {upload_s:.2f} s; the seeder serves it from {seeding_s:.2f} s")
         print("done after upload start:", {k: round(v, 2) for k, v in sorted(done.items())})
         if args.keep_logs:
             import shutil

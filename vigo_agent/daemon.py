@@ -129,6 +129,7 @@ class Daemon:
             "checkin": vars_of(self.checkin.stats),
             "manifest": {"records": len(self.manifest.manifest), **vars_of(self.gossip.stats)},
             "filecast": self.filecast.status(),
+            "blob_serving": vars_of(self.filecast.blob_server.stats),
             "sidecars": self.sidecars.status() if self.sidecars else [],
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }

@@ -70,7 +70,10 @@ class SeederRoutes(FilecastRoutes):
             {
                 "seeders": [
                     _seeder_json(uuid, added_at, by_uuid.get(uuid))
-                    for uuid, added_at in seeders.items()
+                    for uuid, added_at in sorted(  # by hostname: stable for people and tests
+                        seeders.items(),
+                        key=lambda item: (getattr(by_uuid.get(item[0]), "hostname", ""), item[0]),
+                    )
                 ]
             }
         )

@@ -34,7 +34,8 @@ from .gossip import ManifestGossip
 from .manifest import Record, RetentionKind
 from .materialize import MaterializeError, is_blob_link, materialize, unmaterialize
 from .node import SwarmNode
-from .transfer import Fetcher, FetchProgress, TransferConfig, register_blob_routes
+from .peers import PeerView
+from .transfer import BlobServer, Fetcher, FetchProgress, TransferConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,17 @@ def matches_record(info: BlobInfo, rec: Record) -> str | None:
     return None
 
 
+def fetch_summary(p: FetchProgress, started: float) -> str:
+    """One line for the log: how much came from how many peers, how fast."""
+    took = max(trio.current_time() - started, 1e-6)
+    mib = p.bytes_in / (1 << 20)
+    return (
+        f"blob {p.sha256[:12]} complete: {mib:.1f} MiB fetched in {took:.2f} s "
+        f"({p.bytes_in * 8 / took / 1e6:.0f} Mbit/s) from {len(p.sources)} peers, "
+        f"{p.bad_chunks} bad chunks"
+    )
+
+
 # --------------------------------------------------------------------------- service
 
 
@@ -129,12 +141,13 @@ class FilecastService:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     rescan_s: float = 2.0
     store: BlobStore = field(init=False)
+    blob_server: BlobServer = field(init=False)
     blobs: dict[str, BlobState] = field(default_factory=dict)
     _fetching: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.store = BlobStore(self.root)
-        register_blob_routes(self.node, self.store)
+        self.blob_server = BlobServer(self.node, self.store)
 
     @property
     def files_root(self) -> Path:
@@ -191,6 +204,7 @@ class FilecastService:
                 state.state = "complete"
         collected = await trio.to_thread.run_sync(self.store.gc, todo.referenced, todo.pinned)
         for blob in collected:
+            self.blob_server.forget(blob)
             log.info("filecast: collected unreferenced blob %s", blob[:12])
 
     async def _link(self, target: str, blob: str) -> None:
@@ -221,11 +235,20 @@ class FilecastService:
                 fetcher = Fetcher(self.node, self.store, info, self.transfer)
                 state.state, state.error, state.progress = "partial", "", fetcher.progress
                 full: StoreFull | None = None
+                started = trio.current_time()
+                log.info(
+                    "filecast: fetching blob %s (%d chunks, %d held) for %s",
+                    rec.blob[:12],
+                    info.num_chunks,
+                    fetcher.progress.have_chunks,
+                    ", ".join(rec.targets),
+                )
                 try:
                     await fetcher.fetch()
                 except* StoreFull as group:  # raised inside the fetch's nurseries
                     full = diskfull.first_full(group)
                 if full is None:
+                    log.info("filecast: %s", fetch_summary(fetcher.progress, started))
                     break
                 # disk full: nothing partial is visible, verified chunks are kept; say
                 # what is full and by how much, and resume once space is back
@@ -262,30 +285,47 @@ class FilecastService:
                     await trio.to_thread.run_sync(self.store.delete, info.sha256)
                     log.warning("filecast: seed file %s refused: %s", path, problem)
                     continue
+                self.blob_server.superseed(rec.blob)  # we originate it: each chunk out once
                 log.info("filecast: seeding %s from %s", rec.blob[:12], seed)
                 return True
         return False
 
     async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
-        for peer in self.node.peers():
-            try:
-                async with await self.node.dial(peer) as conn:
-                    resp = await conn.request("GET", f"/swarm/v1/blobs/{rec.blob}/info")
-            except http11.ClientError:
-                continue
-            if resp.status != 200:
-                continue
-            try:
-                info = BlobInfo.from_json(resp.body)
-            except BlobError:
-                continue
-            problem = matches_record(info, rec)
-            if problem is None:
-                return info
+        """Ask every peer at once for the blob's chunk list; the first one that fits the
+        signed record wins. A peer without the blob holds the question (long-poll) until
+        it gets one, so a fetch starts as soon as the seeder or any receiver can serve."""
+        peers = self.node.peers()
+        found: list[BlobInfo] = []
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(self._info_from, peer, rec, found, nursery.cancel_scope)
+        return found[0] if found else None
+
+    async def _info_from(
+        self, peer: PeerView, rec: Record, found: list[BlobInfo], done: trio.CancelScope
+    ) -> None:
+        wait_s = self.transfer.have_wait_s
+        try:
+            async with await self.node.dial(peer) as conn:
+                resp = await conn.request(
+                    "GET", f"/swarm/v1/blobs/{rec.blob}/info?wait={wait_s:g}", timeout_s=wait_s + 10
+                )
+        except http11.ClientError:
+            return
+        if resp.status != 200:
+            return
+        try:
+            info = BlobInfo.from_json(resp.body)
+        except BlobError:
+            return
+        problem = matches_record(info, rec)
+        if problem is not None:
             log.warning(
                 "filecast: peer %s offered a chunk list for %s that %s",
                 peer.uuid,
                 rec.blob[:12],
                 problem,
             )
-        return None
+            return
+        found.append(info)
+        done.cancel()

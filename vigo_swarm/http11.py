@@ -48,6 +48,10 @@ BODY_LOWAT_BYTES = 48 * 1024
 # already sit undecrypted in the SSL object, so the socket may never hold more than
 # ``remaining - TLS_RECORD_SLACK`` bytes.
 TLS_RECORD_SLACK = 17 * 1024
+# Responses are up to a chunk (1 MiB by default) each: a send buffer that holds one whole
+# lets ``send_all`` hand it to the kernel in one go instead of one wake-up per few
+# packets on a slow link (the kernel doubles the value; it caps at wmem_max).
+SEND_BUFFER_BYTES = 2 << 20
 JSON_TYPE = "application/json"
 
 
@@ -183,6 +187,8 @@ class HTTPSServer:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host or None)
+        for listener in listeners:  # accepted sockets inherit it
+            listener.socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         port = listeners[0].socket.getsockname()[1]
         log.info("%s listening on %s:%d", self.name, self.host or "*", port)
         async with trio.open_nursery() as nursery:
@@ -366,6 +372,15 @@ class ClientResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    @property
+    def error_code(self) -> str:
+        """The ``error.code`` of an error answer ("" if the body is not one)."""
+        try:
+            code = json.loads(self.body)["error"]["code"]
+        except (ValueError, TypeError, KeyError):
+            return ""
+        return code if isinstance(code, str) else ""
 
     def json(self) -> Any:
         try:
