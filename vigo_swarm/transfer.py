@@ -68,7 +68,7 @@ class TransferConfig:
     connections_per_peer: int = 2
     refresh_have_s: float = 0.25  # poll interval for a peer that cannot long-poll
     have_wait_s: float = 5.0  # long-poll: the longest a peer holds our bitmap request
-    have_min_interval_s: float = 0.05  # between two bitmap answers from one peer
+    have_min_interval_s: float = 0.2  # between two bitmap answers from one peer
     chunk_timeout_s: float = 30.0
     idle_wait_s: float = 1.0  # an idle connection looks again at least this often
     manage_every_s: float = 0.5  # new peers joined, requests timed out
@@ -187,7 +187,9 @@ class BlobServer:
             reveal = policy.next_reveal_s(caller, trio.current_time()) if policy else None
             await self.board.wait_change(sha, after, min(wait_s, reveal or wait_s))
         version = self.board.version(sha)
-        bitmap = await trio.to_thread.run_sync(self.store.have, sha)
+        bitmap = self.store.have_cached(sha)
+        if bitmap is None:
+            bitmap = await trio.to_thread.run_sync(self.store.have, sha)
         if bitmap is None:
             err = http11.HTTPError(404, "no_blob", "this envoy holds no such blob").response()
             err.headers.append((HAVE_VERSION, version))
