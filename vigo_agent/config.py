@@ -36,6 +36,8 @@ class AgentConfig:
     seed_rescan_s: float = 60.0  # sidecars: a full look besides watching for changes
     seed_settle_s: float = 2.0  # sidecars: how long a pair must be still before it is sent
     home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
+    fetch_limit_mbit: float = 0.0  # blob chunks this envoy downloads, all peers together; 0 = none
+    serve_limit_mbit: float = 0.0  # blob chunks this envoy uploads to peers; 0 = none
     log_level: str = "info"
 
 
@@ -49,6 +51,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "peer_confirm_ttl_s": (1, 86400),
     "seed_rescan_s": (1, 86400),
     "seed_settle_s": (0, 3600),
+    "fetch_limit_mbit": (0, 100_000),
+    "serve_limit_mbit": (0, 100_000),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
 _ADDRESS_LISTS = {"advertise_addresses"}

@@ -32,6 +32,8 @@ from vigo_swarm.gossip import ManifestGossip
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
 from vigo_swarm.puddle import PuddleService
+from vigo_swarm.ratelimit import Limiter
+from vigo_swarm.transfer import TransferConfig
 
 from .checkin import CheckinService
 from .config import AgentConfig, load_config
@@ -84,7 +86,12 @@ class Daemon:
         self.gossip = ManifestGossip(self.node, self.manifest)
         seed_dirs = tuple(Path(d) for d in config.seed_dirs)
         self.filecast = FilecastService(
-            self.node, self.gossip, paths.swarm_dir, seed_dirs=seed_dirs
+            self.node,
+            self.gossip,
+            paths.swarm_dir,
+            seed_dirs=seed_dirs,
+            transfer=TransferConfig(fetch_limit=Limiter(config.fetch_limit_mbit or None)),
+            serve_limit=Limiter(config.serve_limit_mbit or None),
         )
         self.checkin = CheckinService(
             node=self.node,

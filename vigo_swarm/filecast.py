@@ -35,6 +35,7 @@ from .manifest import Record, RetentionKind
 from .materialize import MaterializeError, is_blob_link, materialize, unmaterialize
 from .node import SwarmNode
 from .peers import PeerView
+from .ratelimit import Limiter
 from .transfer import BlobServer, Fetcher, FetchProgress, TransferConfig
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class FilecastService:
     seed_dirs: tuple[Path, ...] = ()
     seed_file: Callable[[str], Path | None] | None = None  # blob → a seeder's sidecar file
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    serve_limit: Limiter | None = None  # optional cap on what we upload to peers
     rescan_s: float = 2.0
     store: BlobStore = field(init=False)
     blob_server: BlobServer = field(init=False)
@@ -147,7 +149,7 @@ class FilecastService:
 
     def __post_init__(self) -> None:
         self.store = BlobStore(self.root)
-        self.blob_server = BlobServer(self.node, self.store)
+        self.blob_server = BlobServer(self.node, self.store, serve_limit=self.serve_limit)
 
     @property
     def files_root(self) -> Path:

@@ -41,6 +41,8 @@ def test_values_are_typed(tmp_path: Path) -> None:
         ("home_root: homes\n", "home_root: 'homes' is not an absolute path"),
         ("seed_rescan_s: 0\n", "seed_rescan_s=0 is outside 1..86400"),
         ("seed_settle_s: -1\n", "seed_settle_s=-1 is outside 0..3600"),
+        ("fetch_limit_mbit: -5\n", "fetch_limit_mbit=-5 is outside 0..100000"),
+        ("serve_limit_mbit: fast\n", "serve_limit_mbit"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("port: [\n", "not valid YAML"),
         ("x: !!python/object/apply:os.system ['true']\n", "not valid YAML"),

@@ -260,3 +260,32 @@ async def test_have_long_poll_answers_when_a_chunk_arrives_and_refuses_bad_waits
         from vigo_swarm.blobstore import decode_bitmap
 
         assert decode_bitmap(resp.body, info.num_chunks) == {3}
+
+
+async def test_the_bandwidth_limits_meter_every_chunk_fetched_and_served(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    from vigo_swarm.ratelimit import Limiter
+    from vigo_swarm.transfer import BlobServer
+
+    class Metered(Limiter):
+        taken = 0
+
+        async def take(self, nbytes: int) -> None:
+            self.taken += nbytes
+            await super().take(nbytes)
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    seed = loopback_node(ca, tmp_path, "seed", "127.0.0.64")
+    seed_store, serve = BlobStore(tmp_path / "seed-store"), Metered(200.0)
+    BlobServer(seed, seed_store, serve_limit=serve)
+    await nursery.start(seed.run)
+    me, my_store = await start(ca, tmp_path, nursery, 65)
+    introduce([seed, me])
+    await wait_until(lambda: len(me.peers()) == 1, "peers")
+    path, info = source
+    seed_store.add_file(path, CHUNK)
+    fetch = Metered(200.0)
+    done = await Fetcher(me, my_store, info, TransferConfig(fetch_limit=fetch)).fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert fetch.taken == serve.taken == info.size_bytes
