@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import make_envoy
+from fleet_helpers import loopback_node, make_envoy
 
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import DiscoveryConfig, ServerHint, SwarmConfig, SwarmNode
@@ -34,17 +34,7 @@ async def start(
     ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, store_cls: type[BlobStore] = BlobStore
 ) -> tuple[SwarmNode, BlobStore]:
     env = make_envoy(ca, tmp, f"t{n}")
-    addr = f"127.0.0.{n}"
-    node = SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address=addr,
-            port=0,
-            advertise_addresses=(addr,),
-            multicast_enabled=False,
-            discovery=DiscoveryConfig(port=1),
-        ),
-    )
+    node = loopback_node(env, n, None)
     store = store_cls(tmp / f"t{n}" / "swarm")
     register_blob_routes(node, store)
     await nursery.start(node.run)
