@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.set_defaults(func=func)
         if name == "peers":
             p.add_argument("--all", action="store_true", help="include unconfirmed candidates")
+    from . import cmd_longdrawer
+
+    cmd_longdrawer.register(verbs)
 
 
 def ask(args: argparse.Namespace, op: str, op_args: dict[str, Any] | None = None) -> Any:

@@ -33,6 +33,11 @@ class AgentConfig:
     peer_confirm_ttl_s: float = 60.0
     control_socket: str = ""  # "" = <state>/control.sock
     seed_dirs: tuple[str, ...] = ()  # a seeder: directories holding blobs named by sha256
+    home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
+    longdrawer_enabled: bool = False  # sync people's ~/longdrawer/ (docs/longdrawer.md)
+    longdrawer_multicast_group: str = "224.0.0.43"
+    longdrawer_multicast_port: int = 1532
+    longdrawer_rescan_interval_s: float = 60.0
     log_level: str = "info"
 
 
@@ -44,6 +49,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "checkin_backoff_max_s": (1, 86400),
     "peer_expire_s": (0, 86400),
     "peer_confirm_ttl_s": (1, 86400),
+    "longdrawer_multicast_port": (1, 65535),
+    "longdrawer_rescan_interval_s": (1, 86400),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
 _ADDRESS_LISTS = {"advertise_addresses"}
@@ -99,6 +106,10 @@ def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
     if cfg.multicast_interface:
         _check_ip(f"{source}: multicast_interface", cfg.multicast_interface)
     _check_ip(f"{source}: multicast_group", cfg.multicast_group, multicast=True)
+    if cfg.home_root and (not cfg.home_root.startswith("/") or "\0" in cfg.home_root):
+        raise ConfigError(f"{source}: home_root: {cfg.home_root!r} is not an absolute path")
+    group = cfg.longdrawer_multicast_group
+    _check_ip(f"{source}: longdrawer_multicast_group", group, multicast=True)
     if cfg.log_level not in _LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(sorted(_LEVELS))}")
     return cfg

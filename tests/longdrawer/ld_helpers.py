@@ -8,9 +8,10 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
-from fleet_helpers import loopback_node, make_envoy
+from fleet_helpers import FakeEnrolled, loopback_node, make_envoy
 
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import SwarmNode
@@ -22,6 +23,9 @@ class LdEnvoy:
     node: SwarmNode
     svc: LongdrawerService
     home_root: Path
+    env: FakeEnrolled
+    scope: trio.CancelScope | None = None
+    stopped: trio.Event | None = None
 
     def folder(self, login: str = "root") -> Path:
         return self.home_root / login / "longdrawer"
@@ -36,13 +40,14 @@ async def start_envoy(
     *,
     login: str = "root",
     make_folder: bool = True,
+    env: FakeEnrolled | None = None,
 ) -> LdEnvoy:
-    env = make_envoy(ca, tmp, f"ld{n}")
+    env = env or make_envoy(ca, tmp, f"ld{n}")
     addr = f"127.0.0.{n}"
     node = loopback_node(env, n, mport)
     home_root = tmp / f"ld{n}" / "home"
     if make_folder:
-        (home_root / login / "longdrawer").mkdir(parents=True)
+        (home_root / login / "longdrawer").mkdir(parents=True, exist_ok=True)
     svc = LongdrawerService(
         node,
         env.paths.root,
@@ -59,7 +64,39 @@ async def start_envoy(
     )
     await nursery.start(node.run)
     await nursery.start(svc.run)
-    return LdEnvoy(node, svc, home_root)
+    return LdEnvoy(node, svc, home_root, env)
+
+
+async def spawn(
+    ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, mport: int, **kw: Any
+) -> LdEnvoy:
+    """An envoy in its own cancel scope: ``stop(envoy)`` ends it (its state stays)."""
+
+    async def run(task_status: trio.TaskStatus[LdEnvoy]) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as inner:
+                envoy = await start_envoy(ca, tmp, inner, n, mport, **kw)
+                envoy.scope, envoy.stopped = scope, trio.Event()
+                task_status.started(envoy)
+        envoy.svc.close()
+        envoy.stopped.set()
+
+    result: LdEnvoy = await nursery.start(run)
+    return result
+
+
+async def stop(envoy: LdEnvoy) -> None:
+    assert envoy.scope is not None and envoy.stopped is not None
+    envoy.scope.cancel()
+    await envoy.stopped.wait()
+
+
+def partnered(*envoys: LdEnvoy) -> bool:
+    return all(
+        len(e.svc.people) == 1
+        and all(len(ps.partners) == len(envoys) - 1 for ps in e.svc.people.values())
+        for e in envoys
+    )
 
 
 def tree_digest(root: Path) -> str:

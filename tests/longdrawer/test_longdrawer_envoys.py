@@ -5,12 +5,13 @@ home root, so no user needs to be created; tests/netlab covers a real user."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import trio
-from ld_helpers import listing, start_envoy, tree_digest, wait_until
+from ld_helpers import listing, partnered, spawn, start_envoy, stop, tree_digest, wait_until
 
 from vigo_server_lite.ca import FleetCA
 
@@ -62,3 +63,41 @@ async def test_changes_reach_the_other_envoy(
     (fb / "empty").rmdir()
     await wait_until(lambda: not (fa / "hello.txt").exists() and same(), "delete from b")
     assert not (fa / "empty").exists()
+
+
+async def test_edits_while_apart_keep_both_versions_and_delete_vs_edit_keeps_the_edit(
+    tmp_path: Path, nursery: trio.Nursery, mport: int
+) -> None:
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    a = await spawn(ca, tmp_path, nursery, 21, mport)
+    b = await spawn(ca, tmp_path, nursery, 22, mport)
+    fa, fb = a.folder(), b.folder()
+    await wait_until(lambda: partnered(a, b), "partners")
+    (fa / "doc.txt").write_text("base")
+    (fa / "keep.txt").write_text("base")
+    await wait_until(lambda: tree_digest(fa) == tree_digest(fb), "first sync")
+
+    await stop(b)  # apart: b is down, both sides change the same files
+    (fa / "doc.txt").write_text("edited on a")
+    (fa / "keep.txt").write_text("edited on a")
+    (fb / "doc.txt").write_text("edited on b, later")
+    os.utime(fb / "doc.txt", ns=(time.time_ns() + 10**9,) * 2)
+    (fb / "keep.txt").unlink()
+    b = await spawn(ca, tmp_path, nursery, 22, mport, env=b.env)  # same state: restart
+    await wait_until(lambda: partnered(a, b), "partners again")
+
+    def healed() -> bool:
+        return tree_digest(fa) == tree_digest(fb) and len(listing(fa)) == 3
+
+    try:
+        await wait_until(healed, "both versions on both envoys")
+    except trio.TooSlowError:
+        print("A", listing(fa), [(p, (fa / p).read_text()) for p in listing(fa)])
+        print("B", listing(fb), [(p, (fb / p).read_text()) for p in listing(fb)])
+        print(a.svc.status(None), b.svc.status(None))
+        raise
+    assert (fa / "doc.txt").read_text() == "edited on b, later"  # the later edit wins the name
+    copies = [p for p in listing(fa) if ".sync-conflict-" in p]
+    assert len(copies) == 1 and copies[0].startswith("doc.sync-conflict-")
+    assert (fa / copies[0]).read_text() == "edited on a"
+    assert (fb / "keep.txt").read_text() == "edited on a"  # delete vs edit: the edit stays

@@ -9,10 +9,10 @@ LAN segment to sync with, each an IP address or a host name, optionally ``:port`
       - laptop.example.org:1531
 
 An unknown key, a wrong type, a bad address, more than 64 peers, a file over 64 KiB or
-YAML tags are refused with ``PersonConfigError`` naming the file and the rule (never
-quoting the file's content: the root daemon reads it and the message is shown to the
-person). The daemon reads it without following symlinks and only when the person owns
-it (see ``folder.read_person_file``).
+YAML tags are refused with ``PersonConfigError`` naming the file, the rule and the
+offending entry. The daemon reads the file without following symlinks and only when
+the person owns it (``folder.read_person_file``), so a message never shows anyone
+bytes of a file they could not read themselves; a YAML error names only the line.
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ this version (``by``), mode and mtime, and for a file its size, SHA-256 and chun
 - concurrent, different content: both keep the vector merge; the deterministic winner
   (``_rank``: an existing version beats a deletion — delete-vs-edit keeps the edit —;
   a directory beats a file or link; then the later mtime; then the larger envoy UUID)
-  becomes the path's content everywhere. Whoever holds the *losing* file or link keeps
-  it as ``name.sync-conflict-…`` — unless the path is itself a conflict copy: copies
-  are never copied again (no pile), the winner simply replaces it.
+  becomes the path's content everywhere. Whoever sees the conflict keeps the *losing*
+  file or link as ``name.sync-conflict-…`` (ours renamed there, or theirs written
+  there) — the name depends only on the losing version, so two envoys that both keep
+  it make the same file. A conflict copy is never copied again (no pile): on a path
+  that is itself a conflict copy the winner simply replaces the loser.
 
 Every envoy decides the same way from the same two entries, so all converge.
 """
@@ -218,10 +220,17 @@ class Decision:
     entry: Entry | None = None  # what the index should hold for the path afterwards
     conflict: bool = False
     copy_to: str = ""  # keep our losing version under this name first ("" = none)
+    keep_remote_as: str = ""  # KEEP_LOCAL: write their losing version under this name
 
 
 def _rank(e: Entry) -> tuple[bool, bool, int, str, str, str, int]:
     return (not e.deleted, e.kind is Kind.DIR, e.mtime_ns, e.by, e.sha256, e.target, e.mode)
+
+
+def _copy_name(loser: Entry) -> str:
+    if loser.deleted or loser.kind is Kind.DIR or is_conflict_copy(loser.path):
+        return ""
+    return conflict_name(loser.path, loser.mtime_ns, loser.by)
 
 
 def decide(local: Entry | None, remote: Entry) -> Decision:
@@ -236,8 +245,6 @@ def decide(local: Entry | None, remote: Entry) -> Decision:
     if local.same_content(remote):
         return Decision(Action.MERGE, replace(local, vv=merged))
     if _rank(local) > _rank(remote):
-        return Decision(Action.KEEP_LOCAL, replace(local, vv=merged), conflict=True)
-    copy_to = ""
-    if not local.deleted and local.kind is not Kind.DIR and not is_conflict_copy(local.path):
-        copy_to = conflict_name(local.path, local.mtime_ns, local.by)
-    return Decision(Action.TAKE, replace(remote, vv=merged), conflict=True, copy_to=copy_to)
+        keep = _copy_name(remote)
+        return Decision(Action.KEEP_LOCAL, replace(local, vv=merged), True, keep_remote_as=keep)
+    return Decision(Action.TAKE, replace(remote, vv=merged), True, copy_to=_copy_name(local))

@@ -44,7 +44,7 @@ import stat
 import types
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,7 +60,7 @@ from ..transfer import Fetcher, TransferConfig, register_blob_routes
 from .announce import PERSON_ID, Announcement, decode, person_id, person_key, split
 from .config import LongdrawerConfig, PersonConfig, PersonConfigError, load_person_config
 from .folder import Folder, FolderError, Person, ScanResult, Stale, read_person_file
-from .index import Action, BadEntry, Entry, Kind, decide, from_wire, to_wire
+from .index import Action, BadEntry, Decision, Entry, Kind, decide, from_wire, to_wire
 from .paths import IGNORE_FILE, IgnoreRules, depth
 from .store import IndexStore, IndexStoreError
 
@@ -71,7 +71,9 @@ HELLO_PATH = PREFIX + "/hello"
 MAX_INDEX_LIMIT = 2000
 MAX_INDEX_BODY = 64 << 20
 FETCH_CONCURRENCY = 8
-STALL_S = 30.0
+STALL_S = 30.0  # a fetch with no new chunk for this long is given up (retried later)
+BAD_STALL_S = 3.0  # … this long once a partner has served a chunk that did not match
+RETRY_MAX_S = 300.0  # a blob that failed is retried after 2, 4, 8 … s up to this
 REQUEST_TIMEOUT_S = 30.0
 MAX_WATCH_PATHS = 256  # more changed paths in one batch: one full scan instead
 
@@ -128,6 +130,7 @@ class PersonSync:
     cross_addrs: set[str] = field(default_factory=set)
     blobs: set[str] = field(default_factory=set)  # live file hashes (served to partners)
     fetching: set[str] = field(default_factory=set)
+    retry_at: dict[str, tuple[int, float]] = field(default_factory=dict)  # sha → (fails, when)
     pending: dict[str, int] = field(default_factory=dict)  # path → bytes still to apply
     changing: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -699,27 +702,47 @@ class LongdrawerService:
         return epoch, seq, entries, more
 
     async def _apply_batch(self, ps: PersonSync, entries: list[Entry]) -> bool:
+        """Apply a batch; True when every entry is done. Entries whose blob is here go
+        first (directories top-down, deletions bottom-up); each file still to fetch is
+        applied as soon as its own blob arrives, so one stuck file holds up no other."""
         pid = ps.person.pid
-        wanted: dict[str, Entry] = {}
+        ready: list[Entry] = []
+        waiting: dict[str, list[Entry]] = {}
+        results: list[bool] = []
         for e in entries:
             if e.kind is Kind.FILE and not e.deleted and not ps.rules.ignored(e.path):
                 local = await trio.to_thread.run_sync(self.index.get, pid, e.path)
                 if local is None or not local[0].vv.dominates(e.vv):
                     ps.pending[e.path] = e.size
                     if self.store.blob_path(e.sha256) is None:
-                        wanted[e.sha256] = e
-        if wanted:
+                        if ps.retry_at.get(e.sha256, (0, 0.0))[1] <= trio.current_time():
+                            waiting.setdefault(e.sha256, []).append(e)
+                        else:
+                            results.append(False)  # failed lately: its turn comes later
+                        continue
+            ready.append(e)
+        ready.sort(key=lambda e: (e.deleted, -depth(e.path) if e.deleted else depth(e.path)))
+        results += [await self._apply_one(ps, e) for e in ready]
+        if waiting:
             limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
+
+            async def fetch_then_apply(group: list[Entry]) -> None:
+                sha = group[0].sha256
+                await self._fetch(ps, group[0], limiter)
+                if self.store.blob_path(sha) is None:
+                    fails = ps.retry_at.get(sha, (0, 0.0))[0] + 1
+                    delay = min(RETRY_MAX_S, 2.0**fails)
+                    ps.retry_at[sha] = (fails, trio.current_time() + delay)
+                    results.append(False)
+                    return
+                ps.retry_at.pop(sha, None)
+                for e in group:
+                    results.append(await self._apply_one(ps, e))
+
             async with trio.open_nursery() as nursery:
-                for entry in wanted.values():
-                    nursery.start_soon(self._fetch, ps, entry, limiter)
-        ordered = sorted(
-            entries, key=lambda e: (e.deleted, -depth(e.path) if e.deleted else depth(e.path))
-        )
-        ok = True
-        for entry in ordered:
-            ok = await self._apply_one(ps, entry) and ok
-        return ok
+                for group in waiting.values():
+                    nursery.start_soon(fetch_then_apply, group)
+        return all(results)
 
     async def _fetch(self, ps: PersonSync, entry: Entry, limiter: trio.CapacityLimiter) -> None:
         info = entry.blob_info()
@@ -753,7 +776,7 @@ class LongdrawerService:
             now = trio.current_time()
             if fetcher.progress.have_chunks != seen:
                 seen, since = fetcher.progress.have_chunks, now
-            elif now - since > STALL_S:
+            elif now - since > (BAD_STALL_S if fetcher.progress.bad_chunks else STALL_S):
                 log.info("longdrawer: fetch of %s stalled; retried later", fetcher.info.sha256[:12])
                 scope.cancel()
                 return
@@ -776,6 +799,10 @@ class LongdrawerService:
                     ps.stats.conflicts += 1
                     log.info("longdrawer: %s: conflict on %s", ps.person.login, remote.path)
                 if decision.action is not Action.TAKE:
+                    if decision.keep_remote_as and not await self._keep_copy(
+                        ps, replace(remote, path=decision.keep_remote_as)
+                    ):
+                        return False
                     await trio.to_thread.run_sync(
                         self.index.put, pid, [(new, local[1] if local else "")]
                     )
@@ -807,6 +834,21 @@ class LongdrawerService:
                 await self._after_change(ps)
                 return True
         return False
+
+    async def _keep_copy(self, ps: PersonSync, loser: Entry) -> bool:
+        """Write a peer's losing version as a conflict copy (then index it as ours)."""
+        if loser.kind is Kind.FILE and self.store.blob_path(loser.sha256) is None:
+            return False
+        try:
+            await trio.to_thread.run_sync(ps.folder.apply, Decision(Action.TAKE, loser), None)
+        except Stale:
+            pass  # something is already there (the same copy, made earlier): indexed below
+        except FolderError as exc:
+            ps.stats.last_error = str(exc)
+            log.warning("longdrawer: %s: %s", ps.person.login, exc)
+            return False
+        await self._scan_locked(ps, [loser.path])
+        return True
 
     # ----------------------------------------------------------- cross subnet
 
