@@ -59,10 +59,17 @@ async def test_changes_reach_the_other_envoy(
     await wait_until(lambda: (fb / "moved.bin").exists() and same(), "rename")
     assert sum(ps.stats.bytes_fetched for ps in b.svc.people.values()) == fetched
 
+    (fa / ".longdrawer-tmp-0123").write_text("left by a killed write")
+    (fa / ".x.swp").write_text("editor")
+    (fa / ".longdrawerignore").write_text("*.log\n")
+    (fa / "debug.log").write_text("ignored")
+    await wait_until(lambda: not (fa / ".longdrawer-tmp-0123").exists(), "stale temp removed")
     (fb / "hello.txt").unlink()
     (fb / "empty").rmdir()
-    await wait_until(lambda: not (fa / "hello.txt").exists() and same(), "delete from b")
+    await wait_until(lambda: not (fa / "hello.txt").exists(), "delete from b")
     assert not (fa / "empty").exists()
+    assert not (fb / ".x.swp").exists() and not (fb / "debug.log").exists()
+    assert not (fb / ".longdrawerignore").exists()
 
 
 async def test_edits_while_apart_keep_both_versions_and_delete_vs_edit_keeps_the_edit(

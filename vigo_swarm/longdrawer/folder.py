@@ -203,6 +203,11 @@ class Folder:
         except BadPath:
             result.skipped.append(path.encode("utf-8", "replace").decode())
             return None
+        if name.startswith(TMP_PREFIX):
+            # Left by a write that was killed (scans and writes never overlap): remove.
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dfd)
+            return None
         if rules.ignored(path):
             return None
         try:
