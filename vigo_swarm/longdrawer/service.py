@@ -584,6 +584,15 @@ class LongdrawerService:
         from watchfiles import awatch  # lazy: only with a folder to watch
 
         root = str(ps.person.root)
+        # The watcher's thread checks this every step: set it the moment we are
+        # cancelled, or shutdown would wait for the watcher's 5 s timeout.
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_set_when_cancelled, stop)
+            await self._watch_until(ps, root, awatch, stop)
+            nursery.cancel_scope.cancel()
+
+    async def _watch_until(self, ps: PersonSync, root: str, awatch: Any, stop: trio.Event) -> None:
         async for changes in awatch(
             root,
             watch_filter=None,
@@ -591,6 +600,7 @@ class LongdrawerService:
             step=5,
             recursive=True,
             ignore_permission_denied=True,
+            stop_event=stop,
         ):
             rels = set()
             for _, raw in changes:
@@ -910,6 +920,13 @@ class LongdrawerService:
                 }
             )
         return out
+
+
+async def _set_when_cancelled(event: trio.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        event.set()
 
 
 def _outermost(paths: Iterable[str]) -> list[str]:
