@@ -25,7 +25,7 @@ from netlab.pytest_fixtures import FleetFactory, requires_root
 
 pytestmark = [pytest.mark.netlab, requires_root, pytest.mark.timeout(400)]
 
-BIG_MIB = 64
+BIG_MIB = 256
 USER = "ldbob"
 
 
