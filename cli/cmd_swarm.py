@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from . import cmd_puddle
 
     cmd_puddle.register(verbs)
+    from . import cmd_longdrawer
+
+    cmd_longdrawer.register(verbs)
 
 
 def add_daemon_verb(

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import make_envoy
+from fleet_helpers import loopback_node, make_envoy
 from manifest_helpers import SERVER_KEY
 
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import DiscoveryConfig, SwarmConfig, SwarmNode
 from vigo_swarm.blobstore import BlobInfo, describe_file
 from vigo_swarm.filecast import FilecastService, live_filecast, matches_record, plan
 from vigo_swarm.gossip import GossipConfig, ManifestGossip
@@ -54,16 +53,7 @@ async def start(
     ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, mport: int, seed_dir: Path | None = None
 ) -> FilecastService:
     env = make_envoy(ca, tmp, f"f{n}")
-    addr = f"127.0.0.{n}"
-    node = SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address=addr,
-            port=0,
-            advertise_addresses=(addr,),
-            discovery=DiscoveryConfig(port=mport, interface_address=addr, announce_interval_s=0.5),
-        ),
-    )
+    node = loopback_node(env, n, mport)
     gossip = ManifestGossip(
         node,
         ManifestStore(tmp / f"f{n}.db", AUTH),
