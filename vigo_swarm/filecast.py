@@ -80,7 +80,12 @@ def plan(live: Iterable[Record], complete: set[str], links: Mapping[str, str]) -
             pinned.add(rec.blob)
     link = tuple(sorted((t, b) for t, b in want.items() if b in complete and links.get(t) != b))
     unlink = tuple(sorted(t for t in links if t not in want))
-    return Plan(tuple(fetch.values()), link, unlink, frozenset(want.values()), frozenset(pinned))
+    # A target being replaced keeps pointing at its old blob until the new one is
+    # complete (then it is swapped atomically): the old blob stays referenced till then,
+    # so the link is the old file or the new one, never dangling.
+    held = {links[t] for t, b in want.items() if t in links and b not in complete}
+    referenced = frozenset(want.values()) | held
+    return Plan(tuple(fetch.values()), link, unlink, referenced, frozenset(pinned))
 
 
 def matches_record(info: BlobInfo, rec: Record) -> str | None:
@@ -248,7 +253,7 @@ class FilecastService:
                 try:
                     await fetcher.fetch()
                 except* StoreFull as group:  # raised inside the fetch's nurseries
-                    full = diskfull.first_full(group)
+                    full = diskfull.first_leaf(group)
                 if full is None:
                     log.info("filecast: %s", fetch_summary(fetcher.progress, started))
                     break
@@ -261,10 +266,10 @@ class FilecastService:
             state.state, state.error = "complete", ""
             self.gossip.notify_changed()  # reconcile now: materialize
         except* BlobError as group:
-            state.state, state.error = "error", str(group.exceptions[0])
-            log.warning("filecast: blob %s: %s", rec.blob[:12], group.exceptions[0])
+            state.state, state.error = "error", str(diskfull.first_leaf(group))
+            log.warning("filecast: blob %s: %s", rec.blob[:12], state.error)
         except* Exception as group:  # last line of defence: one blob never stops the daemon
-            state.state, state.error = "error", f"internal error: {group.exceptions[0]!r}"
+            state.state, state.error = "error", f"internal error: {diskfull.first_leaf(group)!r}"
             log.error("filecast: fetching %s failed unexpectedly", rec.blob[:12], exc_info=group)
         finally:
             self._fetching.discard(rec.blob)

@@ -137,6 +137,18 @@ def test_plan_links_fetches_unlinks_and_keeps_pinned() -> None:
     assert live_filecast([expired, ra], time.time()) == [ra]
 
 
+def test_a_replaced_target_keeps_its_old_blob_until_the_new_one_is_complete() -> None:
+    old, new = info_of("a"), info_of("b")
+    replacing = record_for(new, "etc/motd")
+    during = plan([replacing], complete={old.sha256}, links={"etc/motd": old.sha256})
+    assert [r.blob for r in during.fetch] == [new.sha256]
+    assert during.link == () and during.unlink == ()
+    assert old.sha256 in during.referenced  # not collected: the link still needs it
+    after = plan([replacing], complete={old.sha256, new.sha256}, links={"etc/motd": old.sha256})
+    assert after.link == (("etc/motd", new.sha256),)
+    assert after.referenced == {new.sha256}  # collectable once the link moved
+
+
 def test_a_chunk_list_the_record_did_not_sign_is_refused() -> None:
     info = info_of("a")
     rec = record_for(info, "t")
