@@ -391,9 +391,7 @@ class ClientResponse:
 
 
 def _says_close(event: h11.Response) -> bool:
-    return any(
-        name == b"connection" and b"close" in value.lower() for name, value in event.headers
-    )
+    return any(name == b"connection" and b"close" in value.lower() for name, value in event.headers)
 
 
 def _content_length(event: h11.Response) -> int | None:
