@@ -83,8 +83,12 @@ class TLSStream(trio.abc.AsyncResource):
         while True:
             try:
                 while size < max_bytes:
-                    parts.append(self._tls.read(min(RECORD_BYTES, max_bytes - size)))
-                    size += len(parts[-1])
+                    data = self._tls.read(min(RECORD_BYTES, max_bytes - size))
+                    if not data:  # CPython's answer to close_notify (no exception)
+                        self._peer_closed = True
+                        break
+                    parts.append(data)
+                    size += len(data)
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:
@@ -106,8 +110,9 @@ class TLSStream(trio.abc.AsyncResource):
     async def aclose(self) -> None:
         """Send close_notify (best effort, briefly), then close the socket."""
         try:
-            with trio.move_on_after(0.5), contextlib.suppress(ssl.SSLError, *_GONE):
+            with contextlib.suppress(ssl.SSLError):  # WantRead: the peer's reply we skip
                 self._tls.unwrap()
+            with trio.move_on_after(0.5), contextlib.suppress(*_GONE):
                 await self._flush()
         finally:
             await self.transport_stream.aclose()
