@@ -58,7 +58,9 @@ async def read_all(stream: TLSStream) -> tuple[bytes, int]:
     return bytes(got), biggest
 
 
-async def test_a_clean_close_reads_as_empty_and_every_byte_arrives(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_a_clean_close_reads_as_empty_and_every_byte_arrives(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     async def serve(stream: TLSStream) -> None:
         await stream.send_all(PAYLOAD)
         await stream.aclose()  # close_notify
@@ -72,7 +74,9 @@ async def test_a_clean_close_reads_as_empty_and_every_byte_arrives(tmp_path: Pat
     await client.aclose()
 
 
-async def test_a_ragged_eof_is_an_ssl_error_not_a_clean_end(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_a_ragged_eof_is_an_ssl_error_not_a_clean_end(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     async def serve(stream: TLSStream) -> None:
         await stream.send_all(b"partial")
         await stream.transport_stream.aclose()  # no close_notify: truncation
