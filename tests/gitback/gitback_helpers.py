@@ -1,0 +1,113 @@
+"""Real git repositories for gitback tests: fast generation, commits, bundles, records."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from vigo_swarm.blobstore import describe_file
+from vigo_swarm.gitback.gitcmd import parse_ref_lines
+from vigo_swarm.gitback.records import Record, parse_bundle_header
+
+ENV = {
+    **os.environ,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_AUTHOR_NAME": "Carol",
+    "GIT_AUTHOR_EMAIL": "carol@example.net",
+    "GIT_COMMITTER_NAME": "Carol",
+    "GIT_COMMITTER_EMAIL": "carol@example.net",
+}
+CHUNK = 64 * 1024
+
+
+def git(repo: Path, *args: str, input_bytes: bytes | None = None) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=ENV, input=input_bytes, capture_output=True
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"git {args}: {done.stderr.decode()}")
+    return done.stdout.decode()
+
+
+def generate_repo(repo: Path, commits: int, *, branch: str = "main", tag_every: int = 0) -> None:
+    """A repo of ``commits`` commits on ``branch`` in one ``git fast-import`` (fast)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q", "-b", branch)
+    stamp = 1_700_000_000
+    lines: list[bytes] = []
+    for i in range(1, commits + 1):
+        body = f"line {i}\n".encode() * 20 + hashlib.sha256(str(i).encode()).hexdigest().encode()
+        msg = f"commit {i}\n".encode()
+        lines += [
+            f"commit refs/heads/{branch}\n".encode(),
+            f"mark :{i}\n".encode(),
+            f"committer Carol <carol@example.net> {stamp + i} +0000\n".encode(),
+            f"data {len(msg)}\n".encode() + msg,
+        ]
+        if i > 1:
+            lines.append(f"from :{i - 1}\n".encode())
+        lines += [
+            f"M 644 inline src/file{i % 50}.txt\n".encode(),
+            f"data {len(body)}\n".encode() + body + b"\n",
+        ]
+        if tag_every and i % tag_every == 0:
+            lines += [f"reset refs/tags/v{i}\nfrom :{i}\n\n".encode()]
+    git(repo, "fast-import", "--quiet", input_bytes=b"".join(lines))
+    git(repo, "reset", "-q", "--hard")
+
+
+def commit(repo: Path, message: str, name: str = "new.txt") -> str:
+    (repo / name).write_text(f"{message} {time.monotonic_ns()}\n")
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def heads_and_tags(git_dir: Path) -> dict[str, str]:
+    out = git(
+        git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags"
+    )
+    return parse_ref_lines(out.encode())
+
+
+def bundle(repo: Path, out: Path, *revs: str) -> Path:
+    git(repo, "bundle", "create", "--quiet", str(out), *revs)
+    return out
+
+
+def record_for(
+    path: Path,
+    *,
+    seeder: uuid.UUID,
+    seq: int,
+    kind: str = "full",
+    base_seq: int = 0,
+    person: str = "carol",
+    project: str = "notes",
+    tips: dict[str, str] | None = None,
+    head: str = "refs/heads/main",
+) -> Record:
+    """The record a seeder would publish for the bundle at ``path``."""
+    header = parse_bundle_header(path.read_bytes()[: 1 << 20])
+    info = describe_file(path, CHUNK)
+    return Record(
+        seeder=seeder,
+        person=person,
+        project=project,
+        seq=seq,
+        kind=kind,  # type: ignore[arg-type]
+        base_seq=base_seq,
+        blob=info.sha256,
+        size_bytes=info.size_bytes,
+        chunk_bytes=info.chunk_bytes,
+        chunks_digest=info.chunks_digest,
+        tips=dict(header.refs) if tips is None else tips,
+        head=head,
+        prerequisites=tuple(sorted(header.prerequisites)),
+        created_unix=1.0,
+    )
