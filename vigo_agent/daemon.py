@@ -7,6 +7,7 @@
     ├── SidecarScanner       (a seeder) NAME + NAME.swarm in seed_dirs → published
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
+    ├── GitbackService       people's ~/gitback repos → bundles; mirrors of allowed peers'
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
 
@@ -28,6 +29,7 @@ import trio
 
 from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, TableConfig
 from vigo_swarm.filecast import FilecastService
+from vigo_swarm.gitback.service import GitbackConfig, GitbackService
 from vigo_swarm.gossip import ManifestGossip
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
@@ -36,6 +38,7 @@ from vigo_swarm.puddle import PuddleService
 from .checkin import CheckinService
 from .config import AgentConfig, load_config
 from .control import Caller, ControlServer
+from .gitback_ops import people_by_name, register_gitback_ops
 from .identity import EnvoyIdentity, load_identity
 from .paths import StatePaths
 from .puddle_ops import person_resolver, register_puddle_ops
@@ -86,6 +89,15 @@ class Daemon:
         self.filecast = FilecastService(
             self.node, self.gossip, paths.swarm_dir, seed_dirs=seed_dirs
         )
+        people = people_by_name(config.home_root)
+        self.gitback = GitbackService(
+            self.node,
+            paths.swarm_dir / "gitback",
+            people,
+            GitbackConfig(
+                scan_interval_s=config.gitback_scan_s, pull_interval_s=config.gitback_pull_s
+            ),
+        )
         self.checkin = CheckinService(
             node=self.node,
             server_url=identity.server_url,
@@ -98,6 +110,7 @@ class Daemon:
             backoff_max_s=config.checkin_backoff_max_s,
             gossip=self.gossip,
             progress=self.filecast.status,
+            on_gitback=self.gitback.set_policy,
         )
         self.sidecars: SidecarScanner | None = None
         if seed_dirs:
@@ -118,6 +131,7 @@ class Daemon:
             self.node, paths.swarm_dir / "puddles.json", person_resolver(config.home_root)
         )
         register_puddle_ops(self.control, self.puddle)
+        register_gitback_ops(self.control, self.gitback, people)
         self.started_unix = time.time()
 
     async def _op_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +145,7 @@ class Daemon:
             "filecast": self.filecast.status(),
             "blob_serving": vars_of(self.filecast.blob_server.stats),
             "sidecars": self.sidecars.status() if self.sidecars else [],
+            "gitback": self.gitback.status(),
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
 
@@ -157,6 +172,7 @@ class Daemon:
             await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.puddle.run)
+            await nursery.start(self.gitback.run)
             if self.sidecars is not None:
                 await nursery.start(self.sidecars.run)
             await nursery.start(self.control.run)

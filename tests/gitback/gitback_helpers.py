@@ -21,6 +21,10 @@ ENV = {
     "GIT_AUTHOR_EMAIL": "carol@example.net",
     "GIT_COMMITTER_NAME": "Carol",
     "GIT_COMMITTER_EMAIL": "carol@example.net",
+    # the tests (root) look into people's repos; the code under test never does this
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "safe.directory",
+    "GIT_CONFIG_VALUE_0": "*",
 }
 CHUNK = 64 * 1024
 

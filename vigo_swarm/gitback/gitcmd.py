@@ -81,7 +81,47 @@ def run_git(
 
     ``stdout`` may be a file the caller opened (a bundle written straight to the store's
     staging area); else it is captured."""
-    argv = [git_binary(), *SAFE_OPTIONS, *args]
+    return run_as(
+        [git_binary(), *SAFE_OPTIONS, *args],
+        person=person,
+        cwd=cwd,
+        stdin=stdin,
+        input_bytes=input_bytes,
+        stdout=stdout,
+        ok_codes=ok_codes,
+        timeout_s=timeout_s,
+        what=f"git {_verb(args)}",
+    )
+
+
+def _verb(args: Sequence[str]) -> str:
+    """The git command in ``args`` (skipping ``--git-dir DIR`` and options)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--git-dir":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
+def run_as(
+    argv: Sequence[str],
+    *,
+    person: Person | None = None,
+    cwd: Path | None = None,
+    stdin: IO[bytes] | int | None = None,
+    input_bytes: bytes | None = None,
+    stdout: IO[bytes] | int | None = None,
+    ok_codes: Sequence[int] = (0,),
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    what: str = "",
+) -> GitResult:
+    """Run ``argv`` (a fixed program, never through a shell) with the safe environment,
+    as ``person`` when given; see ``run_git``."""
+    name = what or os.path.basename(argv[0])
     kwargs: dict[str, object] = {}
     if person is not None and (os.geteuid() == 0 or person.uid != os.geteuid()):
         kwargs = {"user": person.uid, "group": person.gid, "extra_groups": [], "umask": 0o077}
@@ -99,13 +139,13 @@ def run_git(
             **kwargs,  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired as exc:
-        raise GitError(f"git {args[0]} took over {timeout_s:g} s") from exc
+        raise GitError(f"{name} took over {timeout_s:g} s") from exc
     except OSError as exc:
-        raise GitError(f"cannot run git {args[0]}: {exc}") from exc
+        raise GitError(f"cannot run {name}: {exc}") from exc
     err = (done.stderr or b"").decode("utf-8", "replace").strip()
     if done.returncode not in ok_codes:
         last = err.splitlines()[-1] if err else "no message"
-        message = f"git {args[0]} exited {done.returncode}: {last[:300]}"
+        message = f"{name} exited {done.returncode}: {last[:300]}"
         raise GitError(message, done.returncode, err)
     out = done.stdout if isinstance(done.stdout, bytes) else b""
     return GitResult(done.returncode, out, err)
