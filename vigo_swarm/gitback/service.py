@@ -687,14 +687,16 @@ class GitbackService:
         for (user, project), s in sorted(self.seeded.items()):
             if person is not None and user != person:
                 continue
+            last = self.records.get((self.me, user, project), {}).get(s.seq)
             out.append(
                 {"person": user, "project": project, "seq": s.seq, "refs": len(s.tips),
+                 "kind": last.kind if last else "", "size_bytes": last.size_bytes if last else 0,
                  "problem": self.problems.get((user, project), "")}
             )  # fmt: skip
         for key, problem in sorted(self.problems.items()):
             if len(key) == 2 and key not in self.seeded and (person is None or key[0] == person):
                 out.append({"person": key[0], "project": key[1], "seq": 0, "refs": 0,
-                            "problem": problem})  # fmt: skip
+                            "kind": "", "size_bytes": 0, "problem": problem})  # fmt: skip
         return out
 
     def status(self) -> dict[str, Any]:
