@@ -1,26 +1,22 @@
-"""Real git repositories for gitback tests: fast generation, commits, bundles, records."""
+"""Real git repositories for gitback tests: commits, bundles, records (a fast-generated
+repo: ``generate_repo`` from bench/_gitrepo.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
+from bench._gitrepo import GIT_ENV, generate_repo
 from vigo_swarm.blobstore import describe_file
 from vigo_swarm.gitback.gitcmd import parse_ref_lines
 from vigo_swarm.gitback.records import Record, parse_bundle_header
 
 ENV = {
     **os.environ,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_AUTHOR_NAME": "Carol",
-    "GIT_AUTHOR_EMAIL": "carol@example.net",
-    "GIT_COMMITTER_NAME": "Carol",
-    "GIT_COMMITTER_EMAIL": "carol@example.net",
+    **GIT_ENV,
     # the tests (root) look into people's repos; the code under test never does this
     "GIT_CONFIG_COUNT": "1",
     "GIT_CONFIG_KEY_0": "safe.directory",
@@ -36,33 +32,6 @@ def git(repo: Path, *args: str, input_bytes: bytes | None = None) -> str:
     if done.returncode != 0:
         raise AssertionError(f"git {args}: {done.stderr.decode()}")
     return done.stdout.decode()
-
-
-def generate_repo(repo: Path, commits: int, *, branch: str = "main", tag_every: int = 0) -> None:
-    """A repo of ``commits`` commits on ``branch`` in one ``git fast-import`` (fast)."""
-    repo.mkdir(parents=True, exist_ok=True)
-    git(repo, "init", "-q", "-b", branch)
-    stamp = 1_700_000_000
-    lines: list[bytes] = []
-    for i in range(1, commits + 1):
-        body = f"line {i}\n".encode() * 20 + hashlib.sha256(str(i).encode()).hexdigest().encode()
-        msg = f"commit {i}\n".encode()
-        lines += [
-            f"commit refs/heads/{branch}\n".encode(),
-            f"mark :{i}\n".encode(),
-            f"committer Carol <carol@example.net> {stamp + i} +0000\n".encode(),
-            f"data {len(msg)}\n".encode() + msg,
-        ]
-        if i > 1:
-            lines.append(f"from :{i - 1}\n".encode())
-        lines += [
-            f"M 644 inline src/file{i % 50}.txt\n".encode(),
-            f"data {len(body)}\n".encode() + body + b"\n",
-        ]
-        if tag_every and i % tag_every == 0:
-            lines += [f"reset refs/tags/v{i}\nfrom :{i}\n\n".encode()]
-    git(repo, "fast-import", "--quiet", input_bytes=b"".join(lines))
-    git(repo, "reset", "-q", "--hard")
 
 
 def commit(repo: Path, message: str, name: str = "new.txt") -> str:
@@ -115,3 +84,6 @@ def record_for(
         prerequisites=tuple(sorted(header.prerequisites)),
         created_unix=1.0,
     )
+
+
+__all__ = ["ENV", "bundle", "commit", "generate_repo", "git", "heads_and_tags", "record_for"]
