@@ -521,38 +521,41 @@ class GitbackService:
         return self._locks.setdefault(key, trio.Lock())
 
     async def _follow(self, key: tuple[str, str, str]) -> None:
-        """Bring one mirror up to the newest record we hold for it."""
+        """Bring one mirror up to the newest record we hold for it. Only one follower
+        runs per repo (``_following``); the lock (shared with restores) is held only
+        while git touches the mirror, never during a fetch."""
         lock = self.lock_for(key)
+        mirror = Mirror(mirror_path(self.root, *key))
         try:
-            async with lock:
-                mirror = Mirror(mirror_path(self.root, *key))
-                while self.allowed and self.policy.opted_in(key[1]):
+            while self.allowed and self.policy.opted_in(key[1]):
+                async with lock:
                     state = await trio.to_thread.run_sync(mirror.state)
-                    rec = next_to_apply(self.records.get(key, {}).values(), state.seq)
-                    if rec is None:
-                        return
-                    try:
-                        path = await self._obtain(rec)
-                        if path is None:
-                            return  # no source yet; the next round retries
+                rec = next_to_apply(self.records.get(key, {}).values(), state.seq)
+                if rec is None:
+                    return
+                try:
+                    path = await self._obtain(rec)
+                    if path is None:
+                        return  # no source yet; the next round retries
+                    async with lock:
                         done = await trio.to_thread.run_sync(mirror.apply, rec, path, time.time())
-                    except RecordRejected as exc:
-                        self._reject(key[0], f"{rec.project} seq {rec.seq}: {exc}")
-                        self.records.get(key, {}).pop(rec.seq, None)
-                        self._save()
-                        continue
-                    self.stats.applied += 1
-                    self._prune(key, done.seq)
+                except RecordRejected as exc:
+                    self._reject(key[0], f"{rec.project} seq {rec.seq}: {exc}")
+                    self.records.get(key, {}).pop(rec.seq, None)
                     self._save()
-                    self.problems.pop(key, None)
-                    log.info(
-                        "gitback: mirror %s/%s/%s at seq %d (%s, %d refs moved, %d backed up)",
-                        *key,
-                        done.seq,
-                        done.kind,
-                        len(done.moved),
-                        len(done.backed_up),
-                    )
+                    continue
+                self.stats.applied += 1
+                self._prune(key, done.seq)
+                self._save()
+                self.problems.pop(key, None)
+                log.info(
+                    "gitback: mirror %s/%s/%s at seq %d (%s, %d refs moved, %d backed up)",
+                    *key,
+                    done.seq,
+                    done.kind,
+                    len(done.moved),
+                    len(done.backed_up),
+                )
         except GitError as exc:
             self._problem(key, str(exc))
         except OSError as exc:
