@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     cmd_puddle.register(verbs)
     cmd_gitback.register(verbs)
+    from . import cmd_longdrawer
+
+    cmd_longdrawer.register(verbs)
 
 
 def add_daemon_verb(

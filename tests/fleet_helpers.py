@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vigo_agent.paths import StatePaths
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import NodeIdentity, pki
+from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, pki
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,20 @@ def make_envoy(
         ).encode(),
     )
     return FakeEnrolled(name, ident, paths, issued.serial)
+
+
+def loopback_node(env: FakeEnrolled, n: int, mport: int | None) -> SwarmNode:
+    """A swarm node on 127.0.0.<n>, port 0; multicast on port ``mport`` (None: off)."""
+    addr = f"127.0.0.{n}"
+    return SwarmNode(
+        env.node_identity,
+        SwarmConfig(
+            listen_address=addr,
+            port=0,
+            advertise_addresses=(addr,),
+            multicast_enabled=mport is not None,
+            discovery=DiscoveryConfig(
+                port=mport or 1, interface_address=addr, announce_interval_s=0.5
+            ),
+        ),
+    )

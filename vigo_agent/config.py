@@ -38,6 +38,12 @@ class AgentConfig:
     gitback_scan_s: float = 2.0  # gitback: how often people's repos' refs are looked at
     gitback_pull_s: float = 10.0  # gitback: how often allowed peers' records are pulled
     home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
+    fetch_limit_mbit: float = 0.0  # blob chunks this envoy downloads, all peers together; 0 = none
+    serve_limit_mbit: float = 0.0  # blob chunks this envoy uploads to peers; 0 = none
+    longdrawer_enabled: bool = False  # sync people's ~/longdrawer/ (docs/longdrawer.md)
+    longdrawer_multicast_group: str = "224.0.0.43"
+    longdrawer_multicast_port: int = 1532
+    longdrawer_rescan_interval_s: float = 60.0
     log_level: str = "info"
 
 
@@ -53,6 +59,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "seed_settle_s": (0, 3600),
     "gitback_scan_s": (0.1, 3600),
     "gitback_pull_s": (0.5, 3600),
+    "fetch_limit_mbit": (0, 100_000),
+    "serve_limit_mbit": (0, 100_000),
+    "longdrawer_multicast_port": (1, 65535),
+    "longdrawer_rescan_interval_s": (1, 86400),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
 _ADDRESS_LISTS = {"advertise_addresses"}
@@ -110,6 +120,8 @@ def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
     _check_ip(f"{source}: multicast_group", cfg.multicast_group, multicast=True)
     if cfg.home_root and (not cfg.home_root.startswith("/") or "\0" in cfg.home_root):
         raise ConfigError(f"{source}: home_root: {cfg.home_root!r} is not an absolute path")
+    group = cfg.longdrawer_multicast_group
+    _check_ip(f"{source}: longdrawer_multicast_group", group, multicast=True)
     if cfg.log_level not in _LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(sorted(_LEVELS))}")
     return cfg

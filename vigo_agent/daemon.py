@@ -8,6 +8,7 @@
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
     ├── GitbackService       people's ~/gitback repos → bundles; mirrors of allowed peers'
+    ├── LongdrawerService    people's ~/longdrawer/ in sync (when longdrawer_enabled)
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
 
@@ -31,9 +32,12 @@ from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, Ta
 from vigo_swarm.filecast import FilecastService
 from vigo_swarm.gitback.service import GitbackConfig, GitbackService
 from vigo_swarm.gossip import ManifestGossip
+from vigo_swarm.longdrawer import LongdrawerConfig, LongdrawerService
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
 from vigo_swarm.puddle import PuddleService
+from vigo_swarm.ratelimit import Limiter
+from vigo_swarm.transfer import TransferConfig
 
 from .checkin import CheckinService
 from .config import AgentConfig, load_config
@@ -87,7 +91,12 @@ class Daemon:
         self.gossip = ManifestGossip(self.node, self.manifest)
         seed_dirs = tuple(Path(d) for d in config.seed_dirs)
         self.filecast = FilecastService(
-            self.node, self.gossip, paths.swarm_dir, seed_dirs=seed_dirs
+            self.node,
+            self.gossip,
+            paths.swarm_dir,
+            seed_dirs=seed_dirs,
+            transfer=TransferConfig(fetch_limit=Limiter(config.fetch_limit_mbit or None)),
+            serve_limit=Limiter(config.serve_limit_mbit or None),
         )
         people = people_by_name(config.home_root)
         self.gitback = GitbackService(
@@ -132,6 +141,9 @@ class Daemon:
         )
         register_puddle_ops(self.control, self.puddle)
         register_gitback_ops(self.control, self.gitback, people)
+        self.longdrawer = longdrawer_service(self.node, paths, config)
+        if self.longdrawer is not None:
+            self.control.register("longdrawer_status", self._op_longdrawer_status)
         self.started_unix = time.time()
 
     async def _op_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
@@ -161,9 +173,18 @@ class Daemon:
         self.checkin.trigger()
         return {"triggered": True}
 
+    async def _op_longdrawer_status(self, caller: Caller, args: dict[str, Any]) -> Any:
+        # Per person: a person sees only their own folder; root sees everyone's.
+        assert self.longdrawer is not None
+        return self.longdrawer.status(None if caller.is_root else caller.uid)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.manifest:  # closed on the way out, also when cancelled
-            await self._run(task_status)
+            try:
+                await self._run(task_status)
+            finally:
+                if self.longdrawer is not None:
+                    self.longdrawer.close()
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
@@ -175,6 +196,8 @@ class Daemon:
             await nursery.start(self.gitback.run)
             if self.sidecars is not None:
                 await nursery.start(self.sidecars.run)
+            if self.longdrawer is not None:
+                await nursery.start(self.longdrawer.run)
             await nursery.start(self.control.run)
             log.info(
                 "envoy %s (%s) ready: peer channel on port %d, control socket %s",
@@ -184,6 +207,26 @@ class Daemon:
                 self.control.path,
             )
             task_status.started()
+
+
+def longdrawer_service(
+    node: SwarmNode, paths: StatePaths, cfg: AgentConfig
+) -> LongdrawerService | None:
+    """The longdrawer service when agent.yaml enables it, else None."""
+    if not cfg.longdrawer_enabled:
+        return None
+    return LongdrawerService(
+        node,
+        paths.root,
+        LongdrawerConfig(
+            group=cfg.longdrawer_multicast_group,
+            port=cfg.longdrawer_multicast_port,
+            interface_address=cfg.multicast_interface,
+            announce_interval_s=cfg.announce_interval_s,
+            rescan_interval_s=cfg.longdrawer_rescan_interval_s,
+            home_root=cfg.home_root,
+        ),
+    )
 
 
 async def run_daemon(state_dir: Path, config_path: Path | None = None) -> None:

@@ -35,6 +35,7 @@ from .manifest import Record, RetentionKind
 from .materialize import MaterializeError, is_blob_link, materialize, unmaterialize
 from .node import SwarmNode
 from .peers import PeerView
+from .ratelimit import Limiter
 from .transfer import BlobServer, Fetcher, FetchProgress, TransferConfig
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,12 @@ def plan(live: Iterable[Record], complete: set[str], links: Mapping[str, str]) -
             pinned.add(rec.blob)
     link = tuple(sorted((t, b) for t, b in want.items() if b in complete and links.get(t) != b))
     unlink = tuple(sorted(t for t in links if t not in want))
-    return Plan(tuple(fetch.values()), link, unlink, frozenset(want.values()), frozenset(pinned))
+    # A target being replaced keeps pointing at its old blob until the new one is
+    # complete (then it is swapped atomically): the old blob stays referenced till then,
+    # so the link is the old file or the new one, never dangling.
+    held = {links[t] for t, b in want.items() if t in links and b not in complete}
+    referenced = frozenset(want.values()) | held
+    return Plan(tuple(fetch.values()), link, unlink, referenced, frozenset(pinned))
 
 
 def matches_record(info: BlobInfo, rec: Record) -> str | None:
@@ -139,6 +145,7 @@ class FilecastService:
     seed_dirs: tuple[Path, ...] = ()
     seed_file: Callable[[str], Path | None] | None = None  # blob → a seeder's sidecar file
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    serve_limit: Limiter | None = None  # optional cap on what we upload to peers
     rescan_s: float = 2.0
     store: BlobStore = field(init=False)
     blob_server: BlobServer = field(init=False)
@@ -147,7 +154,7 @@ class FilecastService:
 
     def __post_init__(self) -> None:
         self.store = BlobStore(self.root)
-        self.blob_server = BlobServer(self.node, self.store)
+        self.blob_server = BlobServer(self.node, self.store, serve_limit=self.serve_limit)
 
     @property
     def files_root(self) -> Path:
@@ -246,7 +253,7 @@ class FilecastService:
                 try:
                     await fetcher.fetch()
                 except* StoreFull as group:  # raised inside the fetch's nurseries
-                    full = diskfull.first_full(group)
+                    full = diskfull.first_leaf(group)
                 if full is None:
                     log.info("filecast: %s", fetch_summary(fetcher.progress, started))
                     break
@@ -259,10 +266,10 @@ class FilecastService:
             state.state, state.error = "complete", ""
             self.gossip.notify_changed()  # reconcile now: materialize
         except* BlobError as group:
-            state.state, state.error = "error", str(group.exceptions[0])
-            log.warning("filecast: blob %s: %s", rec.blob[:12], group.exceptions[0])
+            state.state, state.error = "error", str(diskfull.first_leaf(group))
+            log.warning("filecast: blob %s: %s", rec.blob[:12], state.error)
         except* Exception as group:  # last line of defence: one blob never stops the daemon
-            state.state, state.error = "error", f"internal error: {group.exceptions[0]!r}"
+            state.state, state.error = "error", f"internal error: {diskfull.first_leaf(group)!r}"
             log.error("filecast: fetching %s failed unexpectedly", rec.blob[:12], exc_info=group)
         finally:
             self._fetching.discard(rec.blob)

@@ -1,7 +1,8 @@
 """HTTP/1.1 over TLS on trio, built on h11: the server and client under every Vigo channel.
 
 Both the swarm peer channel (TCP 1531, mutual TLS) and the server lite API speak
-through this module. We use h11 over ``trio.SSLStream`` rather than hypercorn because
+through this module. We use h11 over TLS on trio (``tlsstream.TLSStream``, which
+decrypts every buffered record per wake-up) rather than hypercorn because
 a handler must see the *verified peer certificate* (hypercorn hides it) and because it
 is as fast for bulk bodies (STACK.md). HTTP/2 is never offered: ALPN says http/1.1.
 
@@ -35,6 +36,7 @@ import h11
 import trio
 
 from .pki import IdentityError, PeerIdentity, identity_from_peercert
+from .tlsstream import TLSStream
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ class HTTPSServer:
             return
         async with self._slots:
             self.stats.connections += 1
-            stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
+            stream = TLSStream(tcp, self.ssl_context, server_side=True)
             try:
                 with trio.fail_after(self.limits.handshake_timeout_s):
                     await stream.do_handshake()
@@ -222,14 +224,12 @@ class HTTPSServer:
             finally:
                 await trio.aclose_forcefully(stream)
 
-    def _peer_of(self, stream: trio.SSLStream[trio.SocketStream]) -> PeerIdentity | None:
+    def _peer_of(self, stream: TLSStream) -> PeerIdentity | None:
         if not stream.getpeercert(binary_form=True):
             return None  # no certificate (allowed only where client certs are optional)
         return identity_from_peercert(stream.getpeercert())
 
-    async def _serve_connection(
-        self, stream: trio.SSLStream[trio.SocketStream], remote: str
-    ) -> None:
+    async def _serve_connection(self, stream: TLSStream, remote: str) -> None:
         bad_identity: str | None = None
         peer: PeerIdentity | None = None
         try:
@@ -269,7 +269,7 @@ class HTTPSServer:
     async def _respond(
         self,
         conn: h11.Connection,
-        stream: trio.SSLStream[trio.SocketStream],
+        stream: TLSStream,
         event: h11.Request,
         peer: PeerIdentity | None,
         remote: str,
@@ -302,7 +302,7 @@ class HTTPSServer:
             return HTTPError(500, "internal", "internal error (see the server log)").response()
 
 
-async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
+async def _next_event(conn: h11.Connection, stream: TLSStream) -> Any:
     while True:
         try:
             event = conn.next_event()
@@ -318,7 +318,7 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
         return event
 
 
-async def _read_body(conn: h11.Connection, stream: trio.abc.Stream, max_body: int) -> bytes:
+async def _read_body(conn: h11.Connection, stream: TLSStream, max_body: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
@@ -334,7 +334,7 @@ async def _read_body(conn: h11.Connection, stream: trio.abc.Stream, max_body: in
             raise HTTPError(400, "bad_request", "request body ended early")
 
 
-async def _send_response(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
+async def _send_response(conn: h11.Connection, stream: TLSStream, response: Response) -> None:
     headers = [("content-type", response.content_type), *response.headers]
     if isinstance(response.body, bytes):
         headers.append(("content-length", str(len(response.body))))
@@ -399,7 +399,7 @@ def _content_length(event: h11.Response) -> int | None:
 class _LowWater:
     """SO_RCVLOWAT on the TCP socket under a TLS stream, set only when it changes."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+    def __init__(self, stream: TLSStream) -> None:
         self._socket = stream.transport_stream.socket
         self._value = 1
 
@@ -416,7 +416,7 @@ class _LowWater:
 class HTTPSConnection:
     """One keep-alive HTTP/1.1 connection to a peer. Use ``async with connect(...)``."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], peer: PeerIdentity) -> None:
+    def __init__(self, stream: TLSStream, peer: PeerIdentity) -> None:
         self._stream = stream
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
         self.peer = peer
@@ -501,7 +501,7 @@ async def connect(
     try:
         with trio.fail_after(timeout_s):
             tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
-            stream = trio.SSLStream(tcp, ssl_context, server_side=False, server_hostname=host)
+            stream = TLSStream(tcp, ssl_context, server_side=False, server_hostname=host)
             try:
                 await stream.do_handshake()
             except BaseException:

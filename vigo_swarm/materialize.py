@@ -48,6 +48,7 @@ __all__ = [
     "materialize",
     "unmaterialize",
     "validate_target",
+    "walk_dirs",
 ]
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -95,7 +96,7 @@ def materialize(
     if not is_file:
         raise MaterializeError(f"{link} is not a complete blob (missing, or not a regular file)")
     *dirs, name = target.split("/")
-    with _context(f"materializing {target!r}"), _walk(files_root, dirs, create=True) as fds:
+    with _context(f"materializing {target!r}"), walk_dirs(files_root, dirs, create=True) as fds:
         current = _our_link(fds[-1], name, target)
         if current == link:
             return Path(files_root, target)
@@ -120,7 +121,7 @@ def unmaterialize(files_root: str | os.PathLike[str], target: str) -> bool:
     """
     target = validate_target(target)
     *dirs, name = target.split("/")
-    with _context(f"removing {target!r}"), _walk(files_root, dirs, create=False) as fds:
+    with _context(f"removing {target!r}"), walk_dirs(files_root, dirs, create=False) as fds:
         if len(fds) < len(dirs) + 1 or _our_link(fds[-1], name, target) is None:
             return False
         os.unlink(name, dir_fd=fds[-1])
@@ -150,15 +151,26 @@ def _our_link(dir_fd: int, name: str, target: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _walk(root: str | os.PathLike[str], dirs: list[str], *, create: bool) -> Iterator[list[int]]:
+def walk_dirs(
+    root: str | os.PathLike[str],
+    dirs: list[str],
+    *,
+    create: bool,
+    owner: tuple[int, int] | None = None,
+    make_root: bool = True,
+    label: str = "files/",
+) -> Iterator[list[int]]:
     """Open ``root`` and then each of ``dirs`` below it, without following any symlink.
 
-    Yields the fds, root first. With ``create`` missing directories are made; without,
-    the walk stops at the first missing one (fewer fds than ``len(dirs) + 1``).
+    Yields the fds, root first. With ``create`` missing directories are made (0755, and
+    given to ``owner`` (uid, gid) when set; ``root`` itself only with ``make_root``);
+    without, the walk stops at the first missing one (fewer fds than ``len(dirs) + 1``).
+    ``label`` prefixes the paths named in errors. Longdrawer writes into people's
+    folders through this walk too.
     """
     fds: list[int] = []
     try:
-        if create:
+        if create and make_root:
             os.makedirs(root, mode=0o755, exist_ok=True)
         try:
             fds.append(os.open(root, _DIR))
@@ -168,7 +180,8 @@ def _walk(root: str | os.PathLike[str], dirs: list[str], *, create: bool) -> Ite
         except OSError as exc:
             raise TargetRefused(f"{root} is a symlink or not a directory: refused") from exc
         for depth, name in enumerate(dirs if fds else []):
-            fd = _open_child(fds[-1], name, "/".join(dirs[: depth + 1]), create)
+            where = label + "/".join(dirs[: depth + 1])
+            fd = _open_child(fds[-1], name, where, create, owner)
             if fd is None:
                 break
             fds.append(fd)
@@ -178,10 +191,13 @@ def _walk(root: str | os.PathLike[str], dirs: list[str], *, create: bool) -> Ite
             os.close(fd)
 
 
-def _open_child(parent: int, name: str, where: str, create: bool) -> int | None:
+def _open_child(
+    parent: int, name: str, where: str, create: bool, owner: tuple[int, int] | None
+) -> int | None:
+    made = False
     for _ in range(_ATTEMPTS):
         try:
-            return os.open(name, _DIR, dir_fd=parent)
+            fd = os.open(name, _DIR, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 return None
@@ -189,11 +205,18 @@ def _open_child(parent: int, name: str, where: str, create: bool) -> int | None:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
             raise TargetRefused(
-                f"files/{where} is a symlink or not a directory; refusing to go through it"
+                f"{where} is a symlink or not a directory; refusing to go through it"
             ) from exc
-        with contextlib.suppress(FileExistsError):
+        else:
+            if made and owner is not None:
+                os.fchown(fd, *owner)  # the directory we made, through its fd: no race
+            return fd
+        try:
             os.mkdir(name, 0o755, dir_fd=parent)  # then open it again, still O_NOFOLLOW
-    raise TargetRefused(f"files/{where} keeps changing under us; refused")
+            made = True
+        except FileExistsError:
+            pass
+    raise TargetRefused(f"{where} keeps changing under us; refused")
 
 
 @contextlib.contextmanager

@@ -53,6 +53,7 @@ from .blobstore import (
 )
 from .node import SwarmNode
 from .peers import PeerView
+from .ratelimit import Limiter
 from .scheduler import ChunkScheduler, SchedulerConfig
 from .superseed import SuperSeed
 
@@ -68,8 +69,9 @@ class TransferConfig:
     connections_per_peer: int = 2
     refresh_have_s: float = 0.25  # poll interval for a peer that cannot long-poll
     have_wait_s: float = 5.0  # long-poll: the longest a peer holds our bitmap request
-    have_min_interval_s: float = 0.05  # between two bitmap answers from one peer
+    have_min_interval_s: float = 0.2  # between two bitmap answers from one peer
     chunk_timeout_s: float = 30.0
+    fetch_limit: Limiter = field(default_factory=lambda: Limiter(None))  # shared, optional
     idle_wait_s: float = 1.0  # an idle connection looks again at least this often
     manage_every_s: float = 0.5  # new peers joined, requests timed out
 
@@ -136,8 +138,16 @@ class ServeStats:
 class BlobServer:
     """The three blob endpoints on the peer channel, over one store."""
 
-    def __init__(self, node: SwarmNode, store: BlobStore, *, reveal_after_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        node: SwarmNode,
+        store: BlobStore,
+        *,
+        reveal_after_s: float = 4.0,
+        serve_limit: Limiter | None = None,
+    ) -> None:
         self.store = store
+        self.serve_limit = serve_limit or Limiter(None)
         self.board = board_for(store)
         self.stats = ServeStats()
         self.reveal_after_s = reveal_after_s
@@ -187,7 +197,9 @@ class BlobServer:
             reveal = policy.next_reveal_s(caller, trio.current_time()) if policy else None
             await self.board.wait_change(sha, after, min(wait_s, reveal or wait_s))
         version = self.board.version(sha)
-        bitmap = await trio.to_thread.run_sync(self.store.have, sha)
+        bitmap = self.store.have_cached(sha)
+        if bitmap is None:
+            bitmap = await trio.to_thread.run_sync(self.store.have, sha)
         if bitmap is None:
             err = http11.HTTPError(404, "no_blob", "this envoy holds no such blob").response()
             err.headers.append((HAVE_VERSION, version))
@@ -218,6 +230,7 @@ class BlobServer:
             raise http11.HTTPError(404, "no_chunk", str(exc)) from exc
         except BlobError as exc:
             raise http11.HTTPError(409, "chunk_unavailable", str(exc)) from exc
+        await self.serve_limit.take(len(data))
         self.stats.chunks_served += 1
         self.stats.bytes_served += len(data)
         return http11.Response(body=data, content_type=OCTETS)
@@ -394,6 +407,7 @@ class Fetcher:
         index: int,
     ) -> None:
         path = f"/swarm/v1/blobs/{self.info.sha256}/chunks/{index}"
+        await self.config.fetch_limit.take(self.info.chunk_size(index))
         try:
             resp = await conn.request(
                 "GET", path, max_body=self.info.chunk_bytes, timeout_s=self.config.chunk_timeout_s

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import make_envoy
+from fleet_helpers import loopback_node, make_envoy
 
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import DiscoveryConfig, ServerHint, SwarmConfig, SwarmNode
+from vigo_swarm import ServerHint, SwarmNode
 from vigo_swarm.blobstore import BlobInfo, BlobStore, describe_file
 from vigo_swarm.transfer import Fetcher, TransferConfig, register_blob_routes
 
@@ -30,25 +30,11 @@ class CorruptStore(BlobStore):
         return bytes(data)
 
 
-def loopback_node(ca: FleetCA, tmp: Path, name: str, addr: str) -> SwarmNode:
-    """An enrolled envoy's node on one loopback address, multicast off."""
-    env = make_envoy(ca, tmp, name)
-    return SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address=addr,
-            port=0,
-            advertise_addresses=(addr,),
-            multicast_enabled=False,
-            discovery=DiscoveryConfig(port=1),
-        ),
-    )
-
-
 async def start(
     ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, store_cls: type[BlobStore] = BlobStore
 ) -> tuple[SwarmNode, BlobStore]:
-    node = loopback_node(ca, tmp, f"t{n}", f"127.0.0.{n}")
+    env = make_envoy(ca, tmp, f"t{n}")
+    node = loopback_node(env, n, None)
     store = store_cls(tmp / f"t{n}" / "swarm")
     register_blob_routes(node, store)
     await nursery.start(node.run)
@@ -166,7 +152,7 @@ async def test_a_peer_that_cuts_responses_short_never_breaks_the_fetch(
 
     ca = FleetCA.load_or_create(tmp_path / "ca")
     good, good_store = await start(ca, tmp_path, nursery, 85)
-    cutter = loopback_node(ca, tmp_path, "cutter", "127.0.0.86")
+    cutter = loopback_node(make_envoy(ca, tmp_path, "cutter"), 86, None)
     path, info = source
     full = BlobStore(tmp_path / "cutter-store")
     full.add_file(path, CHUNK)
@@ -204,7 +190,7 @@ async def test_a_superseeded_blob_leaves_the_seed_once_and_receivers_trade_the_r
     from vigo_swarm.transfer import BlobServer
 
     ca = FleetCA.load_or_create(tmp_path / "ca")
-    seed = loopback_node(ca, tmp_path, "seed", "127.0.0.70")
+    seed = loopback_node(make_envoy(ca, tmp_path, "seed"), 70, None)
     seed_store = BlobStore(tmp_path / "seed-store")
     server = BlobServer(seed, seed_store, reveal_after_s=3600)
     await nursery.start(seed.run)
@@ -260,3 +246,32 @@ async def test_have_long_poll_answers_when_a_chunk_arrives_and_refuses_bad_waits
         from vigo_swarm.blobstore import decode_bitmap
 
         assert decode_bitmap(resp.body, info.num_chunks) == {3}
+
+
+async def test_the_bandwidth_limits_meter_every_chunk_fetched_and_served(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    from vigo_swarm.ratelimit import Limiter
+    from vigo_swarm.transfer import BlobServer
+
+    class Metered(Limiter):
+        taken = 0
+
+        async def take(self, nbytes: int) -> None:
+            self.taken += nbytes
+            await super().take(nbytes)
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    seed = loopback_node(make_envoy(ca, tmp_path, "seed"), 64, None)
+    seed_store, serve = BlobStore(tmp_path / "seed-store"), Metered(200.0)
+    BlobServer(seed, seed_store, serve_limit=serve)
+    await nursery.start(seed.run)
+    me, my_store = await start(ca, tmp_path, nursery, 65)
+    introduce([seed, me])
+    await wait_until(lambda: len(me.peers()) == 1, "peers")
+    path, info = source
+    seed_store.add_file(path, CHUNK)
+    fetch = Metered(200.0)
+    done = await Fetcher(me, my_store, info, TransferConfig(fetch_limit=fetch)).fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert fetch.taken == serve.taken == info.size_bytes

@@ -36,17 +36,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import trio
 
 from .. import http11
+from ..blobroutes import PrefixedDialer, private_blob_router
 from ..blobstore import BlobError, BlobInfo, BlobStore, is_sha256
 from ..node import SwarmNode
 from ..peers import PeerView
 from ..pki import write_public_file
 from ..puddle import Person
-from ..transfer import Fetcher, TransferConfig, register_blob_routes
+from ..transfer import Fetcher, TransferConfig
 from .gitcmd import GitError, fast_forwards
 from .mirror import Mirror, mirror_path
 from .packer import Project, find_projects, pack_bundle, read_tips, refs_fingerprint
@@ -114,42 +115,6 @@ def blob_problem(info: BlobInfo, rec: Record) -> str | None:
     return None
 
 
-class _Prefixed:
-    """A peer connection whose swarm blob paths go to gitback's blob routes."""
-
-    def __init__(self, conn: http11.HTTPSConnection) -> None:
-        self._conn = conn
-
-    async def request(self, method: str, path: str, **kw: Any) -> http11.ClientResponse:
-        return await self._conn.request(method, path.replace("/swarm/v1/blobs/", BLOBS), **kw)
-
-    async def aclose(self) -> None:
-        await self._conn.aclose()
-
-    async def __aenter__(self) -> _Prefixed:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class _Dialer:
-    """What ``Fetcher`` needs of a node (``dial``), re-rooted under gitback's routes."""
-
-    def __init__(self, node: SwarmNode) -> None:
-        self._node = node
-
-    async def dial(self, peer: PeerView) -> http11.HTTPSConnection:
-        return cast(http11.HTTPSConnection, _Prefixed(await self._node.dial(peer)))
-
-
-class _RouterHolder:
-    """Lets ``register_blob_routes`` fill a private router (it only uses ``.router``)."""
-
-    def __init__(self) -> None:
-        self.router = http11.Router()
-
-
 class GitbackService:
     def __init__(
         self,
@@ -177,9 +142,7 @@ class GitbackService:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._load()
-        holder = _RouterHolder()
-        register_blob_routes(cast(SwarmNode, holder), self.store)
-        self._blob_router = holder.router
+        self._blob_router = private_blob_router(self.store)
         node.router.add("POST", RECORDS_PATH, self._push_handler, max_body=MAX_BODY)
         node.router.add("GET", RECORDS_PATH, self._records_handler, max_body=0)
         for suffix in ("/info", "/have", "/chunks/{index}"):
@@ -582,7 +545,7 @@ class GitbackService:
             self._problem(key, f"seq {rec.seq}: no allowed peer offers its bundle yet")
             return None
         fetcher = Fetcher(
-            cast(SwarmNode, _Dialer(self.node)),
+            PrefixedDialer(self.node, BLOBS).as_node(),
             self.store,
             info,
             self.config.transfer,
