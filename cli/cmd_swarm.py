@@ -1,5 +1,5 @@
 """``vigo swarm status|peers|checkin`` — ask the running daemon over its control socket;
-``vigo swarm puddle …`` lives in cmd_puddle.py."""
+``vigo swarm puddle …`` lives in cmd_puddle.py, ``vigo swarm gitback …`` in cmd_gitback.py."""
 
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.set_defaults(func=func)
         if name == "peers":
             p.add_argument("--all", action="store_true", help="include unconfirmed candidates")
-    from . import cmd_puddle
+    from . import cmd_gitback, cmd_puddle
 
     cmd_puddle.register(verbs)
+    cmd_gitback.register(verbs)
     from . import cmd_longdrawer
 
     cmd_longdrawer.register(verbs)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from . import vigocli_seeders
+from . import vigocli_gitback, vigocli_seeders
 from . import vigocli_swarm_view as view
 from ._common import (
     EXIT_FAILURE,
@@ -95,7 +95,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     swarm = add_group(
         subparsers,
         "swarm",
-        "the swarm: filecast (fleet-wide file distribution) and its seeders",
+        "the swarm: filecast (fleet-wide file distribution), its seeders, gitback",
         SWARM_DESCRIPTION,
     )
     systems = swarm.add_subparsers(dest="swarm_system", metavar="SUBSYSTEM", required=True)
@@ -186,6 +186,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     revoke.add_argument("--target", required=True, metavar="PATH", help="the target to revoke")
     revoke.set_defaults(func=revoke_target)
     vigocli_seeders.register(systems, common)
+    vigocli_gitback.register(systems, common)
 
 
 # -------------------------------------------------------------------- distribute

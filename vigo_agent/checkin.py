@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import trio
 
 from vigo_swarm import ServerHint, SwarmNode, http11, pki
+from vigo_swarm.gitback.policy import GitbackPolicy, PolicyError, policy_from_wire
 from vigo_swarm.gossip import ManifestGossip, decode_records
 from vigo_swarm.manifest import MalformedSummary, summary_to_wire
 from vigo_swarm.pki import write_public_file
@@ -48,6 +49,7 @@ class CheckinAnswer:
     revoked_uuids: frozenset[uuid.UUID]
     interval_s: float | None
     manifest_version: int | None = None
+    gitback: GitbackPolicy | None = None  # None: the server said nothing (keep as is)
 
 
 def parse_answer(obj: Any) -> CheckinAnswer:
@@ -70,9 +72,11 @@ def parse_answer(obj: Any) -> CheckinAnswer:
         mv = obj.get("manifest_version")
         if mv is not None and (not isinstance(mv, int) or isinstance(mv, bool)):
             raise ValueError("manifest_version must be an integer")
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        gitback = obj.get("gitback")
+        policy = None if gitback is None else policy_from_wire(gitback)
+    except (AttributeError, KeyError, TypeError, ValueError, PolicyError) as exc:
         raise CheckinError(f"malformed check-in answer: {exc}") from exc
-    return CheckinAnswer(peers, serials, uuids, interval_s, mv)
+    return CheckinAnswer(peers, serials, uuids, interval_s, mv, policy)
 
 
 def progress_report(blobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,6 +139,7 @@ class CheckinService:
     backoff_max_s: float = 300.0
     gossip: ManifestGossip | None = None  # server-signed records arrive through it
     progress: Callable[[], list[dict[str, Any]]] | None = None  # filecast progress
+    on_gitback: Callable[[GitbackPolicy], None] | None = None  # gitback's policy changed
     stats: CheckinStats = field(default_factory=CheckinStats)
     _wake: trio.Event = field(default_factory=trio.Event)
     _ctx: ssl.SSLContext | None = None  # built once: the identity files do not change
@@ -238,6 +243,8 @@ class CheckinService:
         self.node.add_server_hints(answer.peers)
         if answer.interval_s and not self.interval_fixed:
             self.interval_s = answer.interval_s
+        if answer.gitback is not None and self.on_gitback is not None:
+            self.on_gitback(answer.gitback)
         saved = {
             "serials": [f"{s:x}" for s in sorted(answer.revoked_serials)],
             "uuids": sorted(str(u) for u in answer.revoked_uuids),

@@ -35,6 +35,8 @@ class AgentConfig:
     seed_dirs: tuple[str, ...] = ()  # a seeder: blobs named by sha256, NAME + NAME.swarm pairs
     seed_rescan_s: float = 60.0  # sidecars: a full look besides watching for changes
     seed_settle_s: float = 2.0  # sidecars: how long a pair must be still before it is sent
+    gitback_scan_s: float = 2.0  # gitback: how often people's repos' refs are looked at
+    gitback_pull_s: float = 10.0  # gitback: how often allowed peers' records are pulled
     home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
     fetch_limit_mbit: float = 0.0  # blob chunks this envoy downloads, all peers together; 0 = none
     serve_limit_mbit: float = 0.0  # blob chunks this envoy uploads to peers; 0 = none
@@ -55,6 +57,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "peer_confirm_ttl_s": (1, 86400),
     "seed_rescan_s": (1, 86400),
     "seed_settle_s": (0, 3600),
+    "gitback_scan_s": (0.1, 3600),
+    "gitback_pull_s": (0.5, 3600),
     "fetch_limit_mbit": (0, 100_000),
     "serve_limit_mbit": (0, 100_000),
     "longdrawer_multicast_port": (1, 65535),

@@ -7,6 +7,7 @@
     ├── SidecarScanner       (a seeder) NAME + NAME.swarm in seed_dirs → published
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
+    ├── GitbackService       people's ~/gitback repos → bundles; mirrors of allowed peers'
     ├── LongdrawerService    people's ~/longdrawer/ in sync (when longdrawer_enabled)
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
@@ -29,6 +30,7 @@ import trio
 
 from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, TableConfig
 from vigo_swarm.filecast import FilecastService
+from vigo_swarm.gitback.service import GitbackConfig, GitbackService
 from vigo_swarm.gossip import ManifestGossip
 from vigo_swarm.longdrawer import LongdrawerConfig, LongdrawerService
 from vigo_swarm.manifest_store import ManifestStore
@@ -40,6 +42,7 @@ from vigo_swarm.transfer import TransferConfig
 from .checkin import CheckinService
 from .config import AgentConfig, load_config
 from .control import Caller, ControlServer
+from .gitback_ops import people_by_name, register_gitback_ops
 from .identity import EnvoyIdentity, load_identity
 from .paths import StatePaths
 from .puddle_ops import person_resolver, register_puddle_ops
@@ -95,6 +98,15 @@ class Daemon:
             transfer=TransferConfig(fetch_limit=Limiter(config.fetch_limit_mbit or None)),
             serve_limit=Limiter(config.serve_limit_mbit or None),
         )
+        people = people_by_name(config.home_root)
+        self.gitback = GitbackService(
+            self.node,
+            paths.swarm_dir / "gitback",
+            people,
+            GitbackConfig(
+                scan_interval_s=config.gitback_scan_s, pull_interval_s=config.gitback_pull_s
+            ),
+        )
         self.checkin = CheckinService(
             node=self.node,
             server_url=identity.server_url,
@@ -107,6 +119,7 @@ class Daemon:
             backoff_max_s=config.checkin_backoff_max_s,
             gossip=self.gossip,
             progress=self.filecast.status,
+            on_gitback=self.gitback.set_policy,
         )
         self.sidecars: SidecarScanner | None = None
         if seed_dirs:
@@ -127,6 +140,7 @@ class Daemon:
             self.node, paths.swarm_dir / "puddles.json", person_resolver(config.home_root)
         )
         register_puddle_ops(self.control, self.puddle)
+        register_gitback_ops(self.control, self.gitback, people)
         self.longdrawer = longdrawer_service(self.node, paths, config)
         if self.longdrawer is not None:
             self.control.register("longdrawer_status", self._op_longdrawer_status)
@@ -143,6 +157,7 @@ class Daemon:
             "filecast": self.filecast.status(),
             "blob_serving": vars_of(self.filecast.blob_server.stats),
             "sidecars": self.sidecars.status() if self.sidecars else [],
+            "gitback": self.gitback.status(),
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
 
@@ -178,6 +193,7 @@ class Daemon:
             await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.puddle.run)
+            await nursery.start(self.gitback.run)
             if self.sidecars is not None:
                 await nursery.start(self.sidecars.run)
             if self.longdrawer is not None:

@@ -8,7 +8,7 @@ logged once at INFO with its code (never with a token secret, a key or the admin
 Only the routes in ``ROUTES`` answer (an allowlist, not a denylist: Salt CVE-2020-11651).
 Identity for ``/checkin`` and the envoy-facing ``/swarm`` routes comes only from the
 verified client certificate. The filecast handlers are in ``filecast_api``, the
-seeders' and their sidecars' in ``seeder_api``.
+seeders' and their sidecars' in ``seeder_api``, gitback's in ``gitback_api``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .datadir import Prepared
 from .db import Database, Issued, Store
 from .errors import Refusal, bad_request
 from .filecast_api import FilecastStats
+from .gitback_api import GitbackRoutes
 from .openapi import openapi_document
 from .registry import EnvoyRecord, FleetView, fleet_view
 from .seed import SeedDir
@@ -73,7 +74,7 @@ class ApiStats:
     refusals: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-class App(SeederRoutes):
+class App(SeederRoutes, GitbackRoutes):
     def __init__(
         self,
         prepared: Prepared,
@@ -297,6 +298,7 @@ class App(SeederRoutes):
                 "checkin_interval_s": self.config.checkin_interval_s,
                 "server_time": now,
                 "manifest_version": self.authority.version,
+                "gitback": await self.gitback_answer(),
             }
         )
 
@@ -334,4 +336,7 @@ ROUTES: tuple[tuple[str, str, str, int], ...] = (
     ("POST", "/api/v1/swarm/manifest/sync", "manifest_sync", SYNC_BODY),
     ("GET", "/api/v1/swarm/seed/{sha256}/info", "seed_info", NO_BODY),
     ("GET", "/api/v1/swarm/seed/{sha256}/chunks/{index}", "seed_chunk", NO_BODY),
+    ("GET", "/api/v1/swarm/gitback", "gitback_show", NO_BODY),
+    ("GET", "/api/v1/swarm/gitback/users", "gitback_users_list", NO_BODY),
+    ("PUT", "/api/v1/swarm/gitback/users/{name}", "gitback_user_set", SMALL_BODY),
 )

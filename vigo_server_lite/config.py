@@ -7,6 +7,10 @@ Sources, strongest first: command-line flags, ``server.yaml`` (default
     advertise: [vigo.example.net] # names/addresses envoys dial; they go on the TLS cert
     checkin_interval_s: 30        # told to envoys at enrollment and at every check-in
     filecast_max_upload_bytes: 268435456  # largest filecast upload (held in memory)
+    swarm:
+      gitback:
+        enabled: ["-web*", "dev*"]  # hostname patterns; first match wins, "-" denies;
+                                    # no match (and no list) = denied (docs/gitback.md)
 
 An unknown key is refused with a message naming the key and the file.
 """
@@ -28,7 +32,9 @@ DEFAULT_CHECKIN_INTERVAL_S = 30
 MAX_CHECKIN_INTERVAL_S = 86400
 DEFAULT_FILECAST_MAX_UPLOAD_BYTES = 256 << 20
 MAX_FILECAST_UPLOAD_BYTES = 1 << 40  # the manifest's largest blob
-YAML_KEYS = frozenset({"listen", "advertise", "checkin_interval_s", "filecast_max_upload_bytes"})
+YAML_KEYS = frozenset(
+    {"listen", "advertise", "checkin_interval_s", "filecast_max_upload_bytes", "swarm"}
+)
 
 
 def default_data_dir() -> Path:
@@ -44,6 +50,7 @@ class ServerConfig:
     checkin_interval_s: int = DEFAULT_CHECKIN_INTERVAL_S
     ready_file: Path | None = None
     filecast_max_upload_bytes: int = DEFAULT_FILECAST_MAX_UPLOAD_BYTES
+    gitback_enabled: tuple[str, ...] = ()  # swarm.gitback.enabled: hostname patterns
 
 
 def parse_listen(value: str, origin: str) -> tuple[str, int]:
@@ -94,7 +101,26 @@ def load_yaml(path: Path) -> dict[str, Any]:
     for key in ("checkin_interval_s", "filecast_max_upload_bytes"):
         if key in data:
             out[key] = data[key]
+    if "swarm" in data:
+        out["gitback_enabled"] = gitback_patterns(data["swarm"], str(path))
     return out
+
+
+def gitback_patterns(swarm: object, origin: str) -> tuple[str, ...]:
+    """``swarm: {gitback: {enabled: [patterns]}}``, strictly (unknown keys refused)."""
+    from vigo_swarm.gitback.policy import PolicyError, check_patterns
+
+    if not isinstance(swarm, dict) or set(swarm) - {"gitback"}:
+        raise ConfigError(f"{origin}: 'swarm' must be a mapping with only the key 'gitback'")
+    gitback = swarm.get("gitback") or {}
+    if not isinstance(gitback, dict) or set(gitback) - {"enabled"}:
+        raise ConfigError(
+            f"{origin}: 'swarm.gitback' must be a mapping with only the key 'enabled'"
+        )
+    try:
+        return check_patterns(gitback.get("enabled") or [])
+    except PolicyError as exc:
+        raise ConfigError(f"{origin}: swarm.gitback.enabled: {exc}") from None
 
 
 def check_interval(value: object, origin: str) -> int:
@@ -157,4 +183,5 @@ def build_config(
         checkin_interval_s=interval,
         ready_file=ready_file,
         filecast_max_upload_bytes=upload,
+        gitback_enabled=tuple(from_file.get("gitback_enabled", ())),
     )

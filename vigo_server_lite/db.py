@@ -32,14 +32,15 @@ from typing import TypeVar
 
 import trio
 
-from . import filecast_db
+from . import filecast_db, gitback_db
 from .errors import Refusal, SetupError
 from .registry import EnvoyRecord, serial_hex
 from .tokens import JoinToken, TokenRecord, check_usable
 from .validation import CheckinRequest
 
 T = TypeVar("T")
-SCHEMA_VERSION = 3  # 2: filecast_progress, filecast_revocations; 3: sources, seeders
+SCHEMA_VERSION = 4  # 2: filecast_progress, filecast_revocations; 3: sources, seeders;
+# 4: gitback_users
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS join_tokens (
@@ -105,7 +106,7 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA + filecast_db.SCHEMA)
+            self._conn.executescript(_SCHEMA + filecast_db.SCHEMA + gitback_db.SCHEMA)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise SetupError(f"cannot open the database {path}: {exc}") from exc

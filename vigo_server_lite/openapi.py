@@ -162,6 +162,15 @@ SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "the server manifest's version: sync when it differs from yours",
             },
+            "gitback": {
+                "type": _OBJ,
+                "description": "hostname patterns (first match wins, '-' denies) and the "
+                "login names opted in to gitback (docs/gitback.md)",
+                "properties": {
+                    "enabled": {"type": "array", "items": {"type": "string"}},
+                    "users": {"type": "array", "items": {"type": "string"}},
+                },
+            },
         },
     },
 }

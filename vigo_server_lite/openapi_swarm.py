@@ -364,4 +364,54 @@ SWARM_PATHS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "/api/v1/swarm/gitback": {
+        "get": {
+            "operationId": "gitbackShow",
+            "summary": "Gitback: host patterns, which active envoys they allow, people opted in",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(
+                    _obj(
+                        enabled=_array(_STR),
+                        envoys=_array(_obj(uuid=_STR, hostname=_STR, allowed={"type": "boolean"})),
+                        users=_array(_STR),
+                    ),
+                    "the gitback policy",
+                ),
+                **_errors(401),
+            },
+        },
+    },
+    "/api/v1/swarm/gitback/users": {
+        "get": {
+            "operationId": "gitbackUsersList",
+            "summary": "Every person with a gitback flag",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(
+                    _obj(
+                        users=_array(_obj(name=_STR, gitback={"type": "boolean"}, updated_at=_NUM))
+                    ),
+                    "people",
+                ),
+                **_errors(401),
+            },
+        },
+    },
+    "/api/v1/swarm/gitback/users/{name}": {
+        "put": {
+            "operationId": "gitbackUserSet",
+            "summary": "Opt a person (login name) in or out of gitback",
+            "security": _ADMIN,
+            "parameters": [_path_param("name", _STR)],
+            "requestBody": _body(_strict(["gitback"], gitback={"type": "boolean"})),
+            "responses": {
+                "200": _json(
+                    _obj(name=_STR, gitback={"type": "boolean"}, changed={"type": "boolean"}),
+                    "the flag as now set",
+                ),
+                **_errors(400, 401, 413),
+            },
+        },
+    },
 }

@@ -23,7 +23,6 @@ refusal is a ``SidecarError`` whose message names the problem for a person:
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from .manifest import (
     retention_text,
     validate_target,
 )
+from .strict_yaml import StrictYamlError, load_small_yaml
 
 SUFFIX = ".swarm"
 KNOWN_KEYS = ("retention", "target")
@@ -101,13 +101,10 @@ def check_sidecar_file(st: os.stat_result) -> None:
 
 def parse_sidecar(raw: bytes, now: float) -> Sidecar:
     """A sidecar's bytes → its targets and retention, or ``SidecarError``."""
-    if len(raw) > MAX_SIDECAR_BYTES:
-        raise SidecarError(f"the sidecar is over {MAX_SIDECAR_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SidecarError(f"the sidecar is not UTF-8 text (byte {exc.start})") from None
-    data = _load_yaml(text)
+        data = load_small_yaml(raw, "the sidecar", MAX_SIDECAR_BYTES, MAX_YAML_EVENTS)
+    except StrictYamlError as exc:
+        raise SidecarError(str(exc)) from None
     if data is None:
         raise SidecarError("the sidecar is empty: it needs at least `target: PATH`")
     if not isinstance(data, dict):
@@ -161,48 +158,3 @@ def _kind(value: Any) -> str:
     return {bool: "true/false", int: "a number", float: "a number", dict: "a mapping"}.get(
         type(value), type(value).__name__
     )
-
-
-def _load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` after an event pass that refuses what a sidecar never needs:
-    anchors and aliases (the billion-laughs bomb), tags, several documents, and more
-    nodes than a sidecar of ``MAX_TARGETS`` targets has. Duplicate keys are refused."""
-    import yaml  # lazy: only a seeder with sidecars pays for it
-
-    try:
-        documents = 0
-        for events, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), 1):
-            if events > MAX_YAML_EVENTS:
-                raise SidecarError("the sidecar has more YAML nodes than a sidecar needs")
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise SidecarError("YAML anchors and aliases (&, *) are not allowed in a sidecar")
-            if getattr(event, "tag", None) is not None and not isinstance(
-                event, yaml.DocumentStartEvent
-            ):
-                raise SidecarError("YAML tags (!, !!) are not allowed in a sidecar")
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise SidecarError("the sidecar holds more than one YAML document")
-        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 -- a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SidecarError(f"the sidecar is not valid YAML{at}: {problem}") from None
-
-
-@functools.cache
-def _strict_loader() -> type[Any]:
-    """SafeLoader that also refuses a key given twice (PyYAML keeps the last one)."""
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-            for key in keys:
-                if keys.count(key) > 1:
-                    raise SidecarError(f"the key {key[:40]!r} appears twice")
-            return super().construct_mapping(node, deep=deep)
-
-    return StrictLoader

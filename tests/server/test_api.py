@@ -24,6 +24,9 @@ ADMIN_ROUTES = [
     ("GET", "/api/v1/swarm/seeders"),
     ("POST", "/api/v1/swarm/seeders"),
     ("DELETE", "/api/v1/swarm/seeders/web01"),
+    ("GET", "/api/v1/swarm/gitback"),
+    ("GET", "/api/v1/swarm/gitback/users"),
+    ("PUT", "/api/v1/swarm/gitback/users/carol"),
 ]
 
 
@@ -69,7 +72,9 @@ async def test_admin_routes_need_the_bearer_token(
 ) -> None:
     headers = {"authorization": auth} if auth else {}
     async with srv.client() as c:
-        resp = await c.request(method, path, headers=headers, json={} if method == "POST" else None)
+        resp = await c.request(
+            method, path, headers=headers, json={} if method in ("POST", "PUT") else None
+        )
     assert resp.status_code == 401 and error_code(resp) == "unauthorized"
 
 

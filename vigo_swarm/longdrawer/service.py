@@ -41,22 +41,22 @@ import logging
 import os
 import pwd
 import stat
-import types
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import trio
 
 from .. import http11, pki
+from ..blobroutes import PrefixedDialer, private_blob_router
 from ..blobstore import BlobError, BlobStore
 from ..discovery import DiscoveryConfig, MulticastDiscovery
 from ..materialize import TargetRefused
 from ..node import SwarmNode
 from ..peers import PeerView
-from ..transfer import Fetcher, TransferConfig, register_blob_routes
+from ..transfer import Fetcher, TransferConfig
 from .announce import PERSON_ID, Announcement, decode, person_id, person_key, split
 from .config import LongdrawerConfig, PersonConfig, PersonConfigError, load_person_config
 from .folder import Folder, FolderError, Person, ScanResult, Stale, read_person_file
@@ -172,38 +172,6 @@ def _ca_der(ca_file: Path) -> bytes:
     return x509.load_pem_x509_certificate(ca_file.read_bytes()).public_bytes(Encoding.DER)
 
 
-class _Prefixed:
-    """A peer connection whose swarm blob paths go to one person's blob routes."""
-
-    def __init__(self, conn: http11.HTTPSConnection, prefix: str) -> None:
-        self._conn, self._prefix = conn, prefix
-
-    async def request(self, method: str, path: str, **kw: Any) -> http11.ClientResponse:
-        return await self._conn.request(
-            method, path.replace("/swarm/v1/blobs/", self._prefix), **kw
-        )
-
-    async def aclose(self) -> None:
-        await self._conn.aclose()
-
-    async def __aenter__(self) -> _Prefixed:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class _PersonDialer:
-    """What ``Fetcher`` needs of a node (``dial``), re-rooted under a person's routes."""
-
-    def __init__(self, node: SwarmNode, pid: str) -> None:
-        self._node, self._prefix = node, f"{PREFIX}/{pid}/blobs/"
-
-    async def dial(self, peer: PeerView) -> http11.HTTPSConnection:
-        conn = await self._node.dial(peer)
-        return cast(http11.HTTPSConnection, _Prefixed(conn, self._prefix))
-
-
 def _decode_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
@@ -232,9 +200,7 @@ class LongdrawerService:
         self._nursery: trio.Nursery | None = None
         self._round = 0
         self.bad_requests = 0
-        holder = types.SimpleNamespace(router=http11.Router())
-        register_blob_routes(cast(SwarmNode, holder), self.store)
-        self._blob_router: http11.Router = holder.router
+        self._blob_router = private_blob_router(self.store)
         r = node.router
         r.add("POST", HELLO_PATH, self._hello, max_body=64 << 10)
         r.add("POST", PREFIX + "/{pid}/index", self._serve_index, max_body=4096)
@@ -761,7 +727,7 @@ class LongdrawerService:
                 return
             ps.fetching.add(info.sha256)
             fetcher = Fetcher(
-                cast(SwarmNode, _PersonDialer(self.node, ps.person.pid)),
+                PrefixedDialer(self.node, f"{PREFIX}/{ps.person.pid}/blobs/").as_node(),
                 self.store,
                 info,
                 self.transfer,
