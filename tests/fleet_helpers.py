@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
+
 from vigo_agent.paths import StatePaths
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import NodeIdentity, pki
+from vigo_swarm import NodeIdentity, ServerHint, SwarmConfig, SwarmNode, pki
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,29 @@ def make_envoy(
         ).encode(),
     )
     return FakeEnrolled(name, ident, paths, issued.serial)
+
+
+def loopback_node(enrolled: FakeEnrolled, address: str) -> SwarmNode:
+    """A swarm node for ``enrolled`` on one loopback address, port chosen by the kernel,
+    no multicast (peers are introduced with ``introduce``)."""
+    return SwarmNode(
+        enrolled.node_identity,
+        SwarmConfig(
+            listen_address=address, port=0, advertise_addresses=(address,), multicast_enabled=False
+        ),
+    )
+
+
+async def introduce(nodes: Sequence[SwarmNode], timeout_s: float = 20.0) -> None:
+    """Give every started node server hints for all the others; wait until all confirmed."""
+    hints = [ServerHint(n.identity.uuid, n.identity.hostname, n.advertise, n.port) for n in nodes]
+    for n in nodes:
+        n.add_server_hints(hints)
+    await wait_until(lambda: all(len(n.peers()) == len(nodes) - 1 for n in nodes), timeout_s)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll ``predicate`` until it holds; TooSlowError after ``timeout_s``."""
+    with trio.fail_after(timeout_s):
+        while not predicate():
+            await trio.sleep(0.05)

@@ -34,6 +34,8 @@ class AgentConfig:
     control_socket: str = ""  # "" = <state>/control.sock
     seed_dirs: tuple[str, ...] = ()  # a seeder: directories holding blobs named by sha256
     home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
+    lockbox_rescan_s: float = 30.0  # full rescan of each ~/lockbox (watchfiles wakes sooner)
+    lockbox_sync_interval_s: float = 15.0  # record-set exchange with each member envoy
     log_level: str = "info"
 
 
@@ -45,6 +47,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "checkin_backoff_max_s": (1, 86400),
     "peer_expire_s": (0, 86400),
     "peer_confirm_ttl_s": (1, 86400),
+    "lockbox_rescan_s": (0.5, 86400),
+    "lockbox_sync_interval_s": (0.5, 86400),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
 _ADDRESS_LISTS = {"advertise_addresses"}

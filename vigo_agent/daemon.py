@@ -6,6 +6,7 @@
     ├── FilecastService      fetches blobs the manifest names, materializes files/
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
+    ├── LockboxService       people's ~/lockbox: age-encrypted records and blobs, members only
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
 
@@ -28,6 +29,7 @@ import trio
 from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, TableConfig
 from vigo_swarm.filecast import FilecastService
 from vigo_swarm.gossip import ManifestGossip
+from vigo_swarm.lockbox import LockboxConfig, LockboxService
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
 from vigo_swarm.puddle import PuddleService
@@ -108,6 +110,15 @@ class Daemon:
             self.node, paths.swarm_dir / "puddles.json", person_resolver(config.home_root)
         )
         register_puddle_ops(self.control, self.puddle)
+        self.lockbox = LockboxService(
+            self.node,
+            self.puddle,
+            paths.swarm_dir / "lockbox",
+            LockboxConfig(
+                rescan_s=config.lockbox_rescan_s, sync_interval_s=config.lockbox_sync_interval_s
+            ),
+        )
+        self.control.register("lockbox.status", self._op_lockbox_status)
         self.started_unix = time.time()
 
     async def _op_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +132,9 @@ class Daemon:
             "filecast": self.filecast.status(),
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
+
+    async def _op_lockbox_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.lockbox.status(caller.uid)  # the caller's own lockbox only
 
     async def _op_peers(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         views = self.node.peers(include_candidates=bool(args.get("all")))
@@ -145,6 +159,7 @@ class Daemon:
             await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.puddle.run)
+            await nursery.start(self.lockbox.run)
             await nursery.start(self.control.run)
             log.info(
                 "envoy %s (%s) ready: peer channel on port %d, control socket %s",

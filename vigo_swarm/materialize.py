@@ -35,7 +35,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .manifest import InvalidTarget, validate_target
@@ -48,6 +48,7 @@ __all__ = [
     "materialize",
     "unmaterialize",
     "validate_target",
+    "walk_dirs",
 ]
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -95,7 +96,7 @@ def materialize(
     if not is_file:
         raise MaterializeError(f"{link} is not a complete blob (missing, or not a regular file)")
     *dirs, name = target.split("/")
-    with _context(f"materializing {target!r}"), _walk(files_root, dirs, create=True) as fds:
+    with _context(f"materializing {target!r}"), walk_dirs(files_root, dirs, create=True) as fds:
         current = _our_link(fds[-1], name, target)
         if current == link:
             return Path(files_root, target)
@@ -120,7 +121,7 @@ def unmaterialize(files_root: str | os.PathLike[str], target: str) -> bool:
     """
     target = validate_target(target)
     *dirs, name = target.split("/")
-    with _context(f"removing {target!r}"), _walk(files_root, dirs, create=False) as fds:
+    with _context(f"removing {target!r}"), walk_dirs(files_root, dirs, create=False) as fds:
         if len(fds) < len(dirs) + 1 or _our_link(fds[-1], name, target) is None:
             return False
         os.unlink(name, dir_fd=fds[-1])
@@ -149,12 +150,23 @@ def _our_link(dir_fd: int, name: str, target: str) -> str | None:
     return text
 
 
+def _mkdir_0755(parent: int, name: str) -> None:
+    os.mkdir(name, 0o755, dir_fd=parent)
+
+
 @contextlib.contextmanager
-def _walk(root: str | os.PathLike[str], dirs: list[str], *, create: bool) -> Iterator[list[int]]:
+def walk_dirs(
+    root: str | os.PathLike[str],
+    dirs: list[str],
+    *,
+    create: bool,
+    make_dir: Callable[[int, str], None] = _mkdir_0755,
+) -> Iterator[list[int]]:
     """Open ``root`` and then each of ``dirs`` below it, without following any symlink.
 
-    Yields the fds, root first. With ``create`` missing directories are made; without,
-    the walk stops at the first missing one (fewer fds than ``len(dirs) + 1``).
+    Yields the fds, root first. With ``create`` missing directories are made (by
+    ``make_dir(parent_fd, name)``: lockbox makes them for the person); without, the
+    walk stops at the first missing one (fewer fds than ``len(dirs) + 1``).
     """
     fds: list[int] = []
     try:
@@ -168,7 +180,7 @@ def _walk(root: str | os.PathLike[str], dirs: list[str], *, create: bool) -> Ite
         except OSError as exc:
             raise TargetRefused(f"{root} is a symlink or not a directory: refused") from exc
         for depth, name in enumerate(dirs if fds else []):
-            fd = _open_child(fds[-1], name, "/".join(dirs[: depth + 1]), create)
+            fd = _open_child(fds[-1], name, "/".join(dirs[: depth + 1]), create, make_dir)
             if fd is None:
                 break
             fds.append(fd)
@@ -178,7 +190,9 @@ def _walk(root: str | os.PathLike[str], dirs: list[str], *, create: bool) -> Ite
             os.close(fd)
 
 
-def _open_child(parent: int, name: str, where: str, create: bool) -> int | None:
+def _open_child(
+    parent: int, name: str, where: str, create: bool, make_dir: Callable[[int, str], None]
+) -> int | None:
     for _ in range(_ATTEMPTS):
         try:
             return os.open(name, _DIR, dir_fd=parent)
@@ -192,7 +206,7 @@ def _open_child(parent: int, name: str, where: str, create: bool) -> int | None:
                 f"files/{where} is a symlink or not a directory; refusing to go through it"
             ) from exc
         with contextlib.suppress(FileExistsError):
-            os.mkdir(name, 0o755, dir_fd=parent)  # then open it again, still O_NOFOLLOW
+            make_dir(parent, name)  # then open it again, still O_NOFOLLOW
     raise TargetRefused(f"files/{where} keeps changing under us; refused")
 
 
