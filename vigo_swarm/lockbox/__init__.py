@@ -7,6 +7,7 @@ to record and what to write), ``agefile`` (age v1 files with size padding). IO:
 person's bookkeeping live), ``service`` (the daemon side). See docs/lockbox.md.
 """
 
+from . import agefile
 from .agefile import encrypted_size, padded_size
 from .errors import BadRecord, DecryptFailed, LockboxError, SourceChanged, UnsafeLockbox
 from .records import BlobRef, Entry, Record, Shown, conflict_name, live_ids, merge, view
@@ -24,6 +25,7 @@ __all__ = [
     "Shown",
     "SourceChanged",
     "UnsafeLockbox",
+    "agefile",
     "conflict_name",
     "encrypted_size",
     "live_ids",
