@@ -65,6 +65,23 @@ def test_padme_buckets_are_monotonic_and_cost_at_most_12_percent(size: int) -> N
     assert agefile.padded_size(size + 1) >= p
 
 
+@given(st.integers(min_value=0, max_value=1 << 40))
+def test_buckets_are_padme_up_to_4_mib_then_64_kib_steps(size: int) -> None:
+    b = agefile.bucket(size)
+    assert size <= b and b - size <= agefile.MAX_PAD_BYTES
+    if size <= 4 << 20:
+        assert b == agefile.padded_size(size)
+    else:
+        assert b % agefile.MAX_PAD_BYTES == 0
+
+
+def test_a_large_file_pads_to_64_kib_and_still_decrypts() -> None:
+    size = 5 * (1 << 20) + 12345
+    ct = encrypt(bytes(size))
+    assert len(ct) % agefile.MAX_PAD_BYTES == 0 and len(ct) - size <= agefile.MAX_PAD_BYTES
+    assert decrypt(ct) == bytes(size)
+
+
 def test_padme_gives_few_distinct_sizes() -> None:
     buckets = {agefile.padded_size(n) for n in range(1 << 20, 1 << 21)}
     assert len(buckets) == 33  # a 1-2 MiB file is one of 33 sizes, 32 KiB apart
