@@ -30,7 +30,11 @@ ALICE_PASS = b"alice's long passphrase\n"
 
 
 async def start_daemon(
-    envoy: FakeEnrolled, nursery: trio.Nursery, address: str, home_root: str = ""
+    envoy: FakeEnrolled,
+    nursery: trio.Nursery,
+    address: str,
+    home_root: str = "",
+    lockbox_rescan_s: float = 30.0,
 ) -> Daemon:
     cfg = AgentConfig(
         listen_address=address,
@@ -38,6 +42,7 @@ async def start_daemon(
         multicast_enabled=False,
         advertise_addresses=(address,),
         home_root=home_root,
+        lockbox_rescan_s=lockbox_rescan_s,
     )
     daemon = Daemon(envoy.paths, cfg, load_identity(envoy.paths))
     await nursery.start(daemon.run)
@@ -298,7 +303,8 @@ async def test_bob_cannot_see_or_reach_alices_lockbox(
     users: tuple[pwd.struct_passwd, pwd.struct_passwd],
 ) -> None:
     alice, bob = users
-    await start_daemon(envoy, nursery, "127.0.0.191")
+    # a file made before the watcher is set up is found by the rescan
+    await start_daemon(envoy, nursery, "127.0.0.191", lockbox_rescan_s=0.5)
     sock = ["--socket", str(envoy.paths.control_socket)]
 
     async def cli(user: pwd.struct_passwd, *argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
