@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -44,6 +45,35 @@ def emit_table(rows: list[list[str]], headers: list[str], out: TextIO | None = N
     stream.write(fmt.format(*headers).rstrip() + "\n")
     for row in rows:
         stream.write(fmt.format(*row).rstrip() + "\n")
+
+
+def add_verb(
+    verbs: Any, common: argparse.ArgumentParser, name: str, short: str, long: str, epilog: str
+) -> argparse.ArgumentParser:
+    """A verb under a group: the global options, ``long`` wrapped, ``epilog`` as written."""
+    parser: argparse.ArgumentParser = verbs.add_parser(
+        name,
+        parents=[common],
+        help=short,
+        description=textwrap.fill(long, 88),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def add_group(
+    subparsers: Any, name: str, short: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A group of verbs whose description and epilog are shown as written."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=short,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:

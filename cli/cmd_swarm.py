@@ -12,7 +12,8 @@ from .cmd_agent import add_state_dir, state_dir_of
 
 STATUS_HELP = """\
 Show this envoy's swarm state: identity, peer channel port, advertised addresses,
-confirmed peers and candidates, multicast and check-in statistics."""
+confirmed peers and candidates, multicast and check-in statistics, each filecast blob's
+progress and sources, and on a seeder each seed-dir sidecar (published, or its error)."""
 
 CHECKIN_HELP = """\
 Ask the daemon to check in with the server lite now (root only): peer hints and the
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from . import cmd_puddle
 
     cmd_puddle.register(verbs)
+    from . import cmd_longdrawer
+
+    cmd_longdrawer.register(verbs)
 
 
 def add_daemon_verb(
@@ -99,7 +103,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         if blob["error"]:
             line += f"  error: {blob['error']}"
         print(f"{'filecast:':<15}{line}")
+    for line in sidecar_lines(status.get("sidecars", [])):
+        print(f"{'sidecar:':<15}{line}")
     return EXIT_OK
+
+
+def sidecar_lines(items: list[dict[str, Any]]) -> list[str]:
+    """Pure: one line per seed-dir sidecar (a seeder's ``sidecars`` status)."""
+    lines = []
+    for s in items:
+        line = f"{s['sidecar']}  {s['state']}"
+        if s.get("targets"):
+            line += f"  -> {', '.join(s['targets'])}"
+        if s.get("blob"):
+            line += f"  blob {s['blob'][:12]}"
+        others = {t: c for t, c in (s.get("current") or {}).items() if c != "live"}
+        if others:
+            line += "  (on the server: " + ", ".join(f"{t} {c}" for t, c in others.items()) + ")"
+        if s.get("error"):
+            line += f"  error: {s['error']}"
+        lines.append(line)
+    return lines
 
 
 def cmd_peers(args: argparse.Namespace) -> int:

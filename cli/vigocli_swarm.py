@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import ssl
 import stat
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from . import vigocli_seeders
 from . import vigocli_swarm_view as view
 from ._common import (
     EXIT_FAILURE,
@@ -28,6 +27,8 @@ from ._common import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CLIError,
+    add_group,
+    add_verb,
     emit_json,
     emit_table,
 )
@@ -38,18 +39,20 @@ UPLOAD_TIMEOUT_S = 600.0
 UPLOAD_READ_BYTES = 1 << 20
 SHOW_UPLOAD_PROGRESS_BYTES = 8 << 20
 MIN_INTERVAL_S = 0.2
-_RETENTION_RE = re.compile(r"until_revoked|pinned|expires_at:[0-9]{1,15}(\.[0-9]{1,6})?")
 
 SWARM_DESCRIPTION = """\
 The swarm is the peer-to-peer layer between the envoys of the fleet. From the server side
-an operator drives one of its subsystems: filecast."""
+an operator drives one of its subsystems, filecast, and says which envoys are seeders
+(may publish the NAME + NAME.swarm sidecars of their seed directories)."""
 
 FILECAST_DESCRIPTION = """\
 filecast pushes a file to every envoy of the fleet. `distribute` uploads it to the server,
 which stores it in its seed directory, signs a manifest record naming the blob (by
 SHA-256) and a target path, and hands the record to envoys at their next manifest sync.
 Envoys fetch the blob's chunks from each other (and from the server as a last resort),
-verify every chunk, and link it at /var/lib/vigo/swarm/files/<target>.
+verify every chunk, and link it at /var/lib/vigo/swarm/files/<target>. A file dropped
+with a NAME.swarm sidecar into a seeder's seed directory is distributed the same way (see
+`vigocli swarm seeders`); `list` and `status` show where each record came from.
 
 One target holds one file: distributing to the same target again replaces it everywhere;
 `revoke` removes it everywhere, also from envoys that were offline at the time. Only the
@@ -75,38 +78,33 @@ examples:
 
 
 def _retention(value: str) -> str:
-    if not _RETENTION_RE.fullmatch(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not until_revoked, pinned or expires_at:<unix seconds>"
-        )
+    from vigo_swarm.manifest import InvalidRetention, parse_retention
+
+    try:  # the server checks too; the same parser says what is wrong before an upload
+        parse_retention(value, time.time())
+    except InvalidRetention as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
     return value
 
 
 def _verb(verbs: Any, common: argparse.ArgumentParser, name: str, short: str, long: str) -> Any:
-    return verbs.add_parser(
-        name,
-        parents=[common],
-        help=short,
-        description=textwrap.fill(long, 88),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    return add_verb(verbs, common, name, short, long, EPILOG)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    swarm = subparsers.add_parser(
+    swarm = add_group(
+        subparsers,
         "swarm",
-        help="the swarm: filecast (fleet-wide file distribution)",
-        description=SWARM_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the swarm: filecast (fleet-wide file distribution) and its seeders",
+        SWARM_DESCRIPTION,
     )
     systems = swarm.add_subparsers(dest="swarm_system", metavar="SUBSYSTEM", required=True)
-    filecast = systems.add_parser(
+    filecast = add_group(
+        systems,
         "filecast",
-        help="distribute files to every envoy; list, watch and revoke them",
-        description=FILECAST_DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "distribute files to every envoy; list, watch and revoke them",
+        FILECAST_DESCRIPTION,
+        EPILOG,
     )
     verbs = filecast.add_subparsers(dest="filecast_verb", metavar="VERB", required=True)
 
@@ -187,6 +185,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     revoke.add_argument("--target", required=True, metavar="PATH", help="the target to revoke")
     revoke.set_defaults(func=revoke_target)
+    vigocli_seeders.register(systems, common)
 
 
 # -------------------------------------------------------------------- distribute

@@ -86,12 +86,23 @@ def list_rows(answer: dict[str, Any]) -> list[list[str]]:
             human_bytes(r["size_bytes"]),
             retention_text(r["retention"]) + ("" if r["live"] else " (expired)"),
             r["hlc_time"],
+            source_text(r.get("source")),
         ]
         for r in answer["records"]
     ]
 
 
-LIST_HEADERS = ["TARGET", "BLOB", "SIZE", "RETENTION", "DISTRIBUTED"]
+LIST_HEADERS = ["TARGET", "BLOB", "SIZE", "RETENTION", "DISTRIBUTED", "SOURCE"]
+
+
+def source_text(source: object) -> str:
+    """``upload``, or ``sidecar HOST:/path/NAME.swarm`` for a seeder's sidecar."""
+    if not isinstance(source, dict):
+        return "-"
+    if source.get("kind") != "sidecar":
+        return str(source.get("kind", "-"))
+    host = source.get("hostname") or source.get("envoy") or "?"
+    return f"sidecar {host}:{source.get('sidecar')}"
 
 
 def revocation_rows(answer: dict[str, Any]) -> list[list[str]]:
@@ -135,9 +146,11 @@ def status_lines(view: dict[str, Any], *, unicode: bool = True) -> list[str]:
         counts = record["counts"]
         envoys = record["envoys"]
         done = counts.get("materialized", 0)
+        source = record.get("source") or {}
+        origin = f"  from {source_text(source)}" if source.get("kind") == "sidecar" else ""
         lines.append(
             f"{record['target']}  blob {short(record['blob'])}  "
-            f"{human_bytes(record['size_bytes'])}  {done}/{len(envoys)} materialized"
+            f"{human_bytes(record['size_bytes'])}  {done}/{len(envoys)} materialized{origin}"
         )
         width = max(len(e["hostname"]) for e in envoys)
         lines += [_envoy_line(e, width, unicode) for e in envoys]

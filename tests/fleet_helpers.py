@@ -17,7 +17,7 @@ import trio
 
 from vigo_agent.paths import StatePaths
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import NodeIdentity, ServerHint, SwarmConfig, SwarmNode, pki
+from vigo_swarm import DiscoveryConfig, NodeIdentity, ServerHint, SwarmConfig, SwarmNode, pki
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,19 @@ def make_envoy(
     return FakeEnrolled(name, ident, paths, issued.serial)
 
 
-def loopback_node(enrolled: FakeEnrolled, address: str) -> SwarmNode:
-    """A swarm node for ``enrolled`` on one loopback address, port chosen by the kernel,
-    no multicast (peers are introduced with ``introduce``)."""
+def loopback_node(env: FakeEnrolled, n: int, mport: int | None) -> SwarmNode:
+    """A swarm node on 127.0.0.<n>, port 0; multicast on port ``mport`` (None: off)."""
+    addr = f"127.0.0.{n}"
     return SwarmNode(
-        enrolled.node_identity,
+        env.node_identity,
         SwarmConfig(
-            listen_address=address, port=0, advertise_addresses=(address,), multicast_enabled=False
+            listen_address=addr,
+            port=0,
+            advertise_addresses=(addr,),
+            multicast_enabled=mport is not None,
+            discovery=DiscoveryConfig(
+                port=mport or 1, interface_address=addr, announce_interval_s=0.5
+            ),
         ),
     )
 

@@ -157,7 +157,9 @@ class CheckinService:
         """Check in now (e.g. asked through the control socket)."""
         self._wake.set()
 
-    async def checkin_once(self) -> CheckinAnswer:
+    async def connect(self) -> http11.HTTPSConnection:
+        """A connection to the server lite with our client certificate; it must present
+        the server's certificate from our fleet CA. ``CheckinError`` if it cannot be."""
         url = urlsplit(self.server_url)
         if url.scheme != "https" or not url.hostname:
             raise CheckinError(f"server URL {self.server_url!r} is not https://HOST[:PORT]")
@@ -165,7 +167,14 @@ class CheckinService:
             self._ctx = pki.client_context(
                 self.ca_file, cert_file=self.cert_file, key_file=self.key_file
             )
-        ctx = self._ctx
+        try:
+            return await http11.connect(
+                url.hostname, url.port or 443, self._ctx, expect_server=True
+            )
+        except http11.ClientError as exc:
+            raise CheckinError(f"server unreachable: {exc}") from exc
+
+    async def checkin_once(self) -> CheckinAnswer:
         report: dict[str, Any] = {
             "addresses": list(self.node.advertise),
             "port": self.node.port,
@@ -175,9 +184,7 @@ class CheckinService:
         if self.progress is not None:
             report["filecast"] = progress_report(self.progress())
         try:
-            async with await http11.connect(
-                url.hostname, url.port or 443, ctx, expect_server=True
-            ) as conn:
+            async with await self.connect() as conn:
                 resp = await conn.request(
                     "POST",
                     CHECKIN_PATH,
@@ -185,7 +192,9 @@ class CheckinService:
                     headers={"content-type": "application/json"},
                 )
                 if resp.status != 200:
-                    raise CheckinError(f"server refused check-in ({resp.status}): {_message(resp)}")
+                    raise CheckinError(
+                        f"server refused check-in ({resp.status}): {server_message(resp)}"
+                    )
                 try:
                     answer = parse_answer(resp.json())
                 except http11.ClientError as exc:
@@ -212,7 +221,7 @@ class CheckinService:
             headers={"content-type": "application/json"},
         )
         if resp.status != 200:
-            raise CheckinError(f"manifest sync refused ({resp.status}): {_message(resp)}")
+            raise CheckinError(f"manifest sync refused ({resp.status}): {server_message(resp)}")
         try:
             answer = resp.json()
             records, bad = decode_records(
@@ -292,7 +301,8 @@ class CheckinService:
                 await self._wake.wait()
 
 
-def _message(resp: http11.ClientResponse) -> str:
+def server_message(resp: http11.ClientResponse) -> str:
+    """``code: message`` of the server's error answer (or the start of its body)."""
     try:
         err = resp.json()["error"]
         return f"{err['code']}: {err['message']}"

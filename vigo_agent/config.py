@@ -32,8 +32,16 @@ class AgentConfig:
     peer_expire_s: float = 0.0  # 0 = derived from the announce and check-in intervals
     peer_confirm_ttl_s: float = 60.0
     control_socket: str = ""  # "" = <state>/control.sock
-    seed_dirs: tuple[str, ...] = ()  # a seeder: directories holding blobs named by sha256
+    seed_dirs: tuple[str, ...] = ()  # a seeder: blobs named by sha256, NAME + NAME.swarm pairs
+    seed_rescan_s: float = 60.0  # sidecars: a full look besides watching for changes
+    seed_settle_s: float = 2.0  # sidecars: how long a pair must be still before it is sent
     home_root: str = ""  # "" = people's homes from passwd; else <home_root>/<login name>
+    fetch_limit_mbit: float = 0.0  # blob chunks this envoy downloads, all peers together; 0 = none
+    serve_limit_mbit: float = 0.0  # blob chunks this envoy uploads to peers; 0 = none
+    longdrawer_enabled: bool = False  # sync people's ~/longdrawer/ (docs/longdrawer.md)
+    longdrawer_multicast_group: str = "224.0.0.43"
+    longdrawer_multicast_port: int = 1532
+    longdrawer_rescan_interval_s: float = 60.0
     lockbox_rescan_s: float = 30.0  # full rescan of each ~/lockbox (watchfiles wakes sooner)
     lockbox_sync_interval_s: float = 15.0  # record-set exchange with each member envoy
     log_level: str = "info"
@@ -47,6 +55,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     "checkin_backoff_max_s": (1, 86400),
     "peer_expire_s": (0, 86400),
     "peer_confirm_ttl_s": (1, 86400),
+    "seed_rescan_s": (1, 86400),
+    "seed_settle_s": (0, 3600),
+    "fetch_limit_mbit": (0, 100_000),
+    "serve_limit_mbit": (0, 100_000),
+    "longdrawer_multicast_port": (1, 65535),
+    "longdrawer_rescan_interval_s": (1, 86400),
     "lockbox_rescan_s": (0.5, 86400),
     "lockbox_sync_interval_s": (0.5, 86400),
 }
@@ -106,6 +120,8 @@ def parse_config(data: Any, source: str = "agent.yaml") -> AgentConfig:
     _check_ip(f"{source}: multicast_group", cfg.multicast_group, multicast=True)
     if cfg.home_root and (not cfg.home_root.startswith("/") or "\0" in cfg.home_root):
         raise ConfigError(f"{source}: home_root: {cfg.home_root!r} is not an absolute path")
+    group = cfg.longdrawer_multicast_group
+    _check_ip(f"{source}: longdrawer_multicast_group", group, multicast=True)
     if cfg.log_level not in _LEVELS:
         raise ConfigError(f"{source}: log_level must be one of {', '.join(sorted(_LEVELS))}")
     return cfg

@@ -4,8 +4,10 @@
     ├── SwarmNode            peer channel (TCP 1531, mTLS), multicast discovery, prober
     ├── ManifestGossip       keeps the manifest equal across envoys (peer channel)
     ├── FilecastService      fetches blobs the manifest names, materializes files/
+    ├── SidecarScanner       (a seeder) NAME + NAME.swarm in seed_dirs → published
     ├── CheckinService       reports to the server lite; feeds hints and revocations
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
+    ├── LongdrawerService    people's ~/longdrawer/ in sync (when longdrawer_enabled)
     ├── LockboxService       people's ~/lockbox: age-encrypted records and blobs, members only
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
@@ -30,9 +32,12 @@ from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, Ta
 from vigo_swarm.filecast import FilecastService
 from vigo_swarm.gossip import ManifestGossip
 from vigo_swarm.lockbox import LockboxConfig, LockboxService
+from vigo_swarm.longdrawer import LongdrawerConfig, LongdrawerService
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
 from vigo_swarm.puddle import PuddleService
+from vigo_swarm.ratelimit import Limiter
+from vigo_swarm.transfer import TransferConfig
 
 from .checkin import CheckinService
 from .config import AgentConfig, load_config
@@ -40,6 +45,7 @@ from .control import Caller, ControlServer
 from .identity import EnvoyIdentity, load_identity
 from .paths import StatePaths
 from .puddle_ops import person_resolver, register_puddle_ops
+from .sidecars import SidecarScanner
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +88,14 @@ class Daemon:
         for problem in self.manifest.load_errors:
             log.warning("manifest: dropped a stored record: %s", problem)
         self.gossip = ManifestGossip(self.node, self.manifest)
+        seed_dirs = tuple(Path(d) for d in config.seed_dirs)
         self.filecast = FilecastService(
             self.node,
             self.gossip,
             paths.swarm_dir,
-            seed_dirs=tuple(Path(d) for d in config.seed_dirs),
+            seed_dirs=seed_dirs,
+            transfer=TransferConfig(fetch_limit=Limiter(config.fetch_limit_mbit or None)),
+            serve_limit=Limiter(config.serve_limit_mbit or None),
         )
         self.checkin = CheckinService(
             node=self.node,
@@ -101,6 +110,16 @@ class Daemon:
             gossip=self.gossip,
             progress=self.filecast.status,
         )
+        self.sidecars: SidecarScanner | None = None
+        if seed_dirs:
+            self.sidecars = SidecarScanner(
+                seed_dirs,
+                self.checkin,
+                self.gossip,
+                rescan_s=config.seed_rescan_s,
+                settle_s=config.seed_settle_s,
+            )
+            self.filecast.seed_file = self.sidecars.file_for
         socket_path = Path(config.control_socket) if config.control_socket else paths.control_socket
         self.control = ControlServer(socket_path)
         self.control.register("status", self._op_status)
@@ -110,6 +129,9 @@ class Daemon:
             self.node, paths.swarm_dir / "puddles.json", person_resolver(config.home_root)
         )
         register_puddle_ops(self.control, self.puddle)
+        self.longdrawer = longdrawer_service(self.node, paths, config)
+        if self.longdrawer is not None:
+            self.control.register("longdrawer_status", self._op_longdrawer_status)
         self.lockbox = LockboxService(
             self.node,
             self.puddle,
@@ -130,6 +152,8 @@ class Daemon:
             "checkin": vars_of(self.checkin.stats),
             "manifest": {"records": len(self.manifest.manifest), **vars_of(self.gossip.stats)},
             "filecast": self.filecast.status(),
+            "blob_serving": vars_of(self.filecast.blob_server.stats),
+            "sidecars": self.sidecars.status() if self.sidecars else [],
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
 
@@ -148,9 +172,18 @@ class Daemon:
         self.checkin.trigger()
         return {"triggered": True}
 
+    async def _op_longdrawer_status(self, caller: Caller, args: dict[str, Any]) -> Any:
+        # Per person: a person sees only their own folder; root sees everyone's.
+        assert self.longdrawer is not None
+        return self.longdrawer.status(None if caller.is_root else caller.uid)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.manifest:  # closed on the way out, also when cancelled
-            await self._run(task_status)
+            try:
+                await self._run(task_status)
+            finally:
+                if self.longdrawer is not None:
+                    self.longdrawer.close()
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
@@ -159,6 +192,10 @@ class Daemon:
             await nursery.start(self.filecast.run)
             await nursery.start(self.checkin.run)
             await nursery.start(self.puddle.run)
+            if self.sidecars is not None:
+                await nursery.start(self.sidecars.run)
+            if self.longdrawer is not None:
+                await nursery.start(self.longdrawer.run)
             await nursery.start(self.lockbox.run)
             await nursery.start(self.control.run)
             log.info(
@@ -169,6 +206,26 @@ class Daemon:
                 self.control.path,
             )
             task_status.started()
+
+
+def longdrawer_service(
+    node: SwarmNode, paths: StatePaths, cfg: AgentConfig
+) -> LongdrawerService | None:
+    """The longdrawer service when agent.yaml enables it, else None."""
+    if not cfg.longdrawer_enabled:
+        return None
+    return LongdrawerService(
+        node,
+        paths.root,
+        LongdrawerConfig(
+            group=cfg.longdrawer_multicast_group,
+            port=cfg.longdrawer_multicast_port,
+            interface_address=cfg.multicast_interface,
+            announce_interval_s=cfg.announce_interval_s,
+            rescan_interval_s=cfg.longdrawer_rescan_interval_s,
+            home_root=cfg.home_root,
+        ),
+    )
 
 
 async def run_daemon(state_dir: Path, config_path: Path | None = None) -> None:

@@ -7,7 +7,8 @@ logged once at INFO with its code (never with a token secret, a key or the admin
 
 Only the routes in ``ROUTES`` answer (an allowlist, not a denylist: Salt CVE-2020-11651).
 Identity for ``/checkin`` and the envoy-facing ``/swarm`` routes comes only from the
-verified client certificate. The filecast handlers are in ``filecast_api``.
+verified client certificate. The filecast handlers are in ``filecast_api``, the
+seeders' and their sidecars' in ``seeder_api``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from vigo_swarm.http11 import HTTPError, Request, Response, Router, json_response
 
 from .authority import FilecastAuthority
@@ -30,10 +33,11 @@ from .config import ServerConfig
 from .datadir import Prepared
 from .db import Database, Issued, Store
 from .errors import Refusal, bad_request
-from .filecast_api import FilecastRoutes, FilecastStats
+from .filecast_api import FilecastStats
 from .openapi import openapi_document
-from .registry import FleetView, fleet_view
+from .registry import EnvoyRecord, FleetView, fleet_view
 from .seed import SeedDir
+from .seeder_api import SeederRoutes
 from .tokens import TokenRecord, hash_secret, new_token, parse_token
 from .validation import normalize_hostname, parse_checkin, parse_enroll, parse_token_create
 
@@ -45,6 +49,7 @@ ENROLL_BODY = 16 * 1024
 CHECKIN_BODY = 256 * 1024  # up to 1000 filecast progress items
 TARGET_BODY = 16 * 1024  # a 1 KiB target, even with every character \u-escaped
 SYNC_BODY = 16 << 20  # a summary of 100 000 keys
+SEEDED_BODY = 512 * 1024  # 64 targets of 1 KiB, even with every character \u-escaped
 UPLOAD_BODY = -1  # stands for config.filecast_max_upload_bytes
 NO_BODY = 1024
 
@@ -68,7 +73,7 @@ class ApiStats:
     refusals: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-class App(FilecastRoutes):
+class App(SeederRoutes):
     def __init__(
         self,
         prepared: Prepared,
@@ -89,6 +94,7 @@ class App(FilecastRoutes):
         self._admin_token = prepared.admin_token.encode("ascii")
         self._view: tuple[int, FleetView] = (-1, FleetView())
         self._admitted: tuple[int, set[tuple[str, int]]] = (-1, set())
+        self.seeded_lock = trio.Lock()
 
     def close(self) -> None:
         self.db.close()
@@ -237,7 +243,11 @@ class App(FilecastRoutes):
 
     async def show_envoy(self, request: Request) -> Response:
         self._require_admin(request)
-        key = request.params["envoy"]
+        envoy = await self._find_envoy(request.params["envoy"])
+        return json_response(envoy.to_json())
+
+    async def _find_envoy(self, key: str) -> EnvoyRecord:
+        """An envoy by UUID (any state), or the active envoy of a hostname; else 404."""
         try:
             envoy_uuid = str(uuid.UUID(key))
         except ValueError:
@@ -247,7 +257,7 @@ class App(FilecastRoutes):
             envoy = await self.db.run(lambda s: s.get_envoy(envoy_uuid))
         if envoy is None:
             raise Refusal(404, "envoy_not_found", f"no active envoy {key[:80]!r}")
-        return json_response(envoy.to_json())
+        return envoy
 
     async def revoke_envoy(self, request: Request) -> Response:
         self._require_admin(request)
@@ -317,6 +327,10 @@ ROUTES: tuple[tuple[str, str, str, int], ...] = (
     ("GET", "/api/v1/swarm/filecast", "filecast_list", NO_BODY),
     ("POST", "/api/v1/swarm/filecast/revoke", "filecast_revoke", TARGET_BODY),
     ("GET", "/api/v1/swarm/filecast/status", "filecast_status", NO_BODY),
+    ("POST", "/api/v1/swarm/filecast/seeded", "filecast_seeded", SEEDED_BODY),
+    ("GET", "/api/v1/swarm/seeders", "seeders_list", NO_BODY),
+    ("POST", "/api/v1/swarm/seeders", "seeders_add", SMALL_BODY),
+    ("DELETE", "/api/v1/swarm/seeders/{envoy}", "seeders_remove", NO_BODY),
     ("POST", "/api/v1/swarm/manifest/sync", "manifest_sync", SYNC_BODY),
     ("GET", "/api/v1/swarm/seed/{sha256}/info", "seed_info", NO_BODY),
     ("GET", "/api/v1/swarm/seed/{sha256}/chunks/{index}", "seed_chunk", NO_BODY),

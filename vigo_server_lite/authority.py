@@ -29,21 +29,20 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from vigo_swarm.blobstore import BlobInfo
 from vigo_swarm.hlc import DEFAULT_MAX_DRIFT_MS, HLC, wall_ms_of
 from vigo_swarm.manifest import (
     FarFutureRecord,
     MergeResult,
     Record,
     RecordFields,
+    Retention,
     Stamp,
     sign,
     tombstone_fields,
 )
 from vigo_swarm.manifest_store import ManifestStore
-
-from .filecast import DistributeRequest
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,20 @@ class ClockBehind(AuthorityError):
             "a new record would be refused by envoys as from the future. Fix the server's "
             "clock (or wait that long) and retry; nothing was changed"
         )
+
+
+class DescribesBlob(Protocol):
+    """What a record says about its blob: ``BlobInfo`` (an upload) and ``BlobFacts`` (a
+    seeder's sidecar) both do."""
+
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def chunk_bytes(self) -> int: ...
+    @property
+    def chunks_digest(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +135,20 @@ class FilecastAuthority:
         self.snapshot = self._take_snapshot()
         return result
 
-    def distribute(self, req: DistributeRequest, info: BlobInfo) -> MergeResult:
-        """Sign and merge the record of ``req.target`` → ``info``; ``previous`` in the
-        result is the record it replaced (an older distribution or a tombstone)."""
+    def distribute(
+        self, key: str, target: str, retention: Retention, blob: DescribesBlob
+    ) -> MergeResult:
+        """Sign and merge the record of ``target`` (at ``key``) → ``blob``; ``previous`` in
+        the result is the record it replaced (an older distribution or a tombstone)."""
         with self._lock:
             fields = RecordFields(
-                key=req.key,
-                blob=info.sha256,
-                size_bytes=info.size_bytes,
-                chunk_bytes=info.chunk_bytes,
-                chunks_digest=info.chunks_digest,
-                targets=(req.target,),
-                retention=req.retention,
+                key=key,
+                blob=blob.sha256,
+                size_bytes=blob.size_bytes,
+                chunk_bytes=blob.chunk_bytes,
+                chunks_digest=blob.chunks_digest,
+                targets=(target,),
+                retention=retention,
                 tombstone=False,
                 hlc=self.hlc.tick(),
                 origin=ORIGIN,

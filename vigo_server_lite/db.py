@@ -39,7 +39,7 @@ from .tokens import JoinToken, TokenRecord, check_usable
 from .validation import CheckinRequest
 
 T = TypeVar("T")
-SCHEMA_VERSION = 2  # 2: filecast_progress, filecast_revocations
+SCHEMA_VERSION = 3  # 2: filecast_progress, filecast_revocations; 3: sources, seeders
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS join_tokens (

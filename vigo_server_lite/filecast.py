@@ -17,7 +17,6 @@ problem. The status view (per record, per envoy) is in ``filecast_status``.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,24 +25,25 @@ from typing import Any, Literal, get_args
 from vigo_swarm.hlc import format_stamp
 from vigo_swarm.manifest import (
     MAX_CHUNK_BYTES,
-    MAX_EXPIRES_AT_UNIX,
     MAX_SIZE_BYTES,
     MIN_CHUNK_BYTES,
+    InvalidRetention,
     InvalidTarget,
     MalformedSummary,
     Record,
     Retention,
     RetentionKind,
     Summary,
+    retention_text,
     summary_from_wire,
     validate_target,
 )
+from vigo_swarm.manifest import parse_retention as manifest_parse_retention
 
 from .errors import Refusal, bad_request
 
 KEY_PREFIX = "filecast/"
 KEY_HEX_CHARS = 40
-DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_PROGRESS_ITEMS = 1000
 MAX_ERROR_CHARS = 500
 MAX_CHUNKS = MAX_SIZE_BYTES // MIN_CHUNK_BYTES  # the most chunks a valid record can have
@@ -55,7 +55,6 @@ PROGRESS_FIELDS = frozenset({"blob", "have_chunks", "total_chunks", "state", "er
 
 _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_NUMBER_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{1,6})?")
 
 
 def record_key(target: str) -> str:
@@ -76,25 +75,10 @@ def check_target(value: object) -> str:
 
 def parse_retention(text: str, now: float) -> Retention:
     """``until_revoked`` | ``pinned`` | ``expires_at:<unix seconds>`` (in the future)."""
-    if text == RetentionKind.UNTIL_REVOKED.value:
-        return Retention.until_revoked()
-    if text == RetentionKind.PINNED.value:
-        return Retention.pinned()
-    kind, sep, when = text.partition(":")
-    if kind != RetentionKind.EXPIRES_AT.value or not sep:
-        raise Refusal(
-            400,
-            "bad_retention",
-            f"retention {text[:60]!r} is not until_revoked, pinned or expires_at:<unix seconds>",
-        )
-    if not _NUMBER_RE.fullmatch(when):
-        raise Refusal(400, "bad_retention", f"expires_at {when[:40]!r} is not Unix seconds")
-    value = float(when)
-    if not (math.isfinite(value) and value <= MAX_EXPIRES_AT_UNIX):
-        raise Refusal(400, "bad_retention", f"expires_at {when} is beyond the year 9999")
-    if value <= now:
-        raise Refusal(400, "bad_retention", f"expires_at {when} is not in the future")
-    return Retention.expires_at(value)
+    try:
+        return manifest_parse_retention(text, now)
+    except InvalidRetention as exc:
+        raise Refusal(400, "bad_retention", exc.reason) from None
 
 
 def parse_chunk_bytes(text: str | None) -> int | None:
@@ -103,7 +87,10 @@ def parse_chunk_bytes(text: str | None) -> int | None:
         return None
     if not text.isdigit() or len(text) > 9:
         raise Refusal(400, "bad_chunk_bytes", f"chunk_bytes {text[:40]!r} is not an integer")
-    value = int(text)
+    return check_chunk_bytes(int(text))
+
+
+def check_chunk_bytes(value: int) -> int:
     if not (MIN_CHUNK_BYTES <= value <= MAX_CHUNK_BYTES and value & (value - 1) == 0):
         raise Refusal(
             400,
@@ -135,18 +122,20 @@ def parse_distribute(query: Mapping[str, str], now: float) -> DistributeRequest:
     return DistributeRequest(target, record_key(target), retention, chunk_bytes)
 
 
-def _object(body: Any, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
+def check_object(body: Any, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
+    """``body`` if it is a JSON object with no field outside ``allowed``; ``what`` names
+    it in the refusal (``the revoke body``)."""
     if not isinstance(body, dict):
-        raise bad_request(f"the {what} body must be a JSON object")
+        raise bad_request(f"{what} must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise bad_request(f"unknown field {str(unknown[0])[:40]!r} in the {what} body")
+        raise bad_request(f"unknown field {str(unknown[0])[:40]!r} in {what}")
     return body
 
 
 def parse_revoke(body: Any) -> tuple[str, str]:
     """``{"target": PATH}`` → (target, record key)."""
-    obj = _object(body, frozenset({"target"}), "revoke")
+    obj = check_object(body, frozenset({"target"}), "the revoke body")
     if "target" not in obj:
         raise Refusal(400, "bad_target", "field 'target' is required")
     target = check_target(obj["target"])
@@ -155,7 +144,7 @@ def parse_revoke(body: Any) -> tuple[str, str]:
 
 def parse_sync(body: Any) -> Summary:
     """``{"summary": {key: [hlc, origin]}}`` from an envoy, strictly."""
-    obj = _object(body, frozenset({"summary"}), "manifest sync")
+    obj = check_object(body, frozenset({"summary"}), "the manifest sync body")
     if "summary" not in obj:
         raise Refusal(400, "bad_summary", "field 'summary' is required")
     try:
@@ -253,13 +242,6 @@ def num_chunks(record: Record) -> int:
     if record.chunk_bytes <= 0:
         return 0
     return -(-record.size_bytes // record.chunk_bytes)
-
-
-def retention_text(retention: Retention) -> str:
-    """The form the distribute query takes: ``pinned``, ``expires_at:1800000000``."""
-    if retention.expires_at_unix is None:
-        return retention.kind.value
-    return f"{retention.kind.value}:{retention.expires_at_unix:g}"
 
 
 def record_json(record: Record, now: float) -> dict[str, Any]:

@@ -22,14 +22,13 @@ import trio
 
 from vigo_swarm.blobstore import is_sha256
 from vigo_swarm.http11 import Request, Response, json_response
-from vigo_swarm.manifest import ManifestError, to_wire
+from vigo_swarm.manifest import DEFAULT_CHUNK_BYTES, ManifestError, to_wire
 
 from . import filecast_db
 from .authority import ClockBehind, FilecastAuthority
 from .db import Database, Store
 from .errors import Refusal, SetupError
 from .filecast import (
-    DEFAULT_CHUNK_BYTES,
     is_live,
     parse_distribute,
     parse_revoke,
@@ -37,6 +36,7 @@ from .filecast import (
     record_json,
     revocation_json,
 )
+from .filecast_seeded import Source, source_json
 from .filecast_status import build_status
 from .seed import ChunkingConflict, SeedCorrupt, SeedDir, SeedError, SeedFull, SeedNotFound
 
@@ -166,7 +166,13 @@ class FilecastRoutes:
             raise Refusal(409, "chunking_conflict", str(exc)) from None
         except SeedFull as exc:
             raise Refusal(507, "seed_full", str(exc)) from None
-        result = await self._sign(self.authority.distribute, req, info)
+        result = await self._sign(
+            self.authority.distribute, req.key, req.target, req.retention, info
+        )
+        source = Source(result.record.hlc, "upload")
+        await self.db.run(
+            lambda s: _read(s, lambda db: filecast_db.note_source(db, req.key, source, now))
+        )
         self.filecast_stats.distributions += 1
         previous = result.previous
         log.info(
@@ -201,7 +207,12 @@ class FilecastRoutes:
         self._require_admin(request)
         now = self.clock()
         snapshot = self.authority.snapshot
-        targets = await self.db.run(lambda s: _read(s, filecast_db.revocation_targets))
+        targets, sources = await self.db.run(
+            lambda s: (
+                _read(s, filecast_db.revocation_targets),
+                _read(s, filecast_db.load_sources),
+            )
+        )
         tombstones = sorted(
             (r for r in snapshot.records if r.tombstone), key=lambda r: r.hlc, reverse=True
         )
@@ -210,7 +221,10 @@ class FilecastRoutes:
         )
         return json_response(
             {
-                "records": [record_json(r, now) for r in adds],
+                "records": [
+                    record_json(r, now) | {"source": source_json(sources.get(r.key), r.hlc)}
+                    for r in adds
+                ],
                 "revocations": [
                     revocation_json(r, targets.get(r.key))
                     for r in tombstones[:MAX_LISTED_REVOCATIONS]
@@ -254,10 +268,16 @@ class FilecastRoutes:
         now = self.clock()
         snapshot = self.authority.snapshot
         live = [r for r in snapshot.records if is_live(r, now)]
-        envoys, progress = await self.db.run(
-            lambda s: (s.list_envoys(), _read(s, filecast_db.load_progress))
+        envoys, progress, sources = await self.db.run(
+            lambda s: (
+                s.list_envoys(),
+                _read(s, filecast_db.load_progress),
+                _read(s, filecast_db.load_sources),
+            )
         )
-        view = build_status(live, envoys, progress, server_version=snapshot.version, now=now)
+        view = build_status(
+            live, envoys, progress, server_version=snapshot.version, now=now, sources=sources
+        )
         return json_response(view)
 
     # -------------------------------------------------------------- envoy-facing

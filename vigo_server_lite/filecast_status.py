@@ -18,6 +18,7 @@ from typing import Any
 from vigo_swarm.manifest import Record
 
 from .filecast import PROGRESS_STATES, Progress, num_chunks
+from .filecast_seeded import Source, source_json
 from .registry import EnvoyRecord
 
 STATES: tuple[str, ...] = ("unknown", *PROGRESS_STATES)
@@ -73,6 +74,7 @@ def build_status(
     *,
     server_version: int,
     now: float,
+    sources: Mapping[str, Source] | None = None,
 ) -> dict[str, Any]:
     """The answer of ``GET /api/v1/swarm/filecast/status``.
 
@@ -97,6 +99,7 @@ def build_status(
                 "size_bytes": record.size_bytes,
                 "total_chunks": num_chunks(record),
                 "hlc": record.hlc,
+                "source": source_json((sources or {}).get(record.key), record.hlc),
                 "envoys": rows,
                 "counts": _counts(states),
                 "done": all(s == "materialized" for s in states),

@@ -1,4 +1,5 @@
-"""The ``/api/v1/swarm`` part of the OpenAPI document (filecast; see docs/filecast.md).
+"""The ``/api/v1/swarm`` part of the OpenAPI document (filecast and its seeders; see
+docs/filecast.md).
 
 Data next to ``api.ROUTES`` like the rest of ``openapi``; ``openapi_document`` merges
 ``SWARM_PATHS`` and ``SWARM_SCHEMAS`` in.
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vigo_swarm.manifest import MAX_TARGETS
+
 from .filecast import MAX_CHUNKS, MAX_ERROR_CHARS, MAX_PROGRESS_ITEMS, PROGRESS_STATES
+from .filecast_seeded import BLOB_FIELDS, MAX_SIDECAR_PATH_CHARS, SEEDED_FIELDS
 from .filecast_status import STATES
 from .openapi import _ADMIN, _OBJ, _body, _errors, _json, _ref
 
@@ -26,6 +30,16 @@ def _array(items: dict[str, Any]) -> dict[str, Any]:
 
 def _obj(**properties: Any) -> dict[str, Any]:
     return {"type": _OBJ, "properties": properties}
+
+
+def _strict(required: list[str], **properties: Any) -> dict[str, Any]:
+    """A request body object: these fields, no others."""
+    return {
+        "type": _OBJ,
+        "required": required,
+        "additionalProperties": False,
+        "properties": properties,
+    }
 
 
 def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +90,51 @@ SWARM_SCHEMAS: dict[str, Any] = {
         hlc=_INT,
         hlc_time=_STR,
         origin=_STR,
+        source=_ref("FilecastSource"),
+    ),
+    "FilecastSource": {
+        "type": _OBJ,
+        "description": "where the record came from: an upload (distribute) or a seeder's "
+        "sidecar (envoy uuid and hostname, the sidecar's path on it); unknown if the note "
+        "is for another stamp",
+        "properties": {
+            "kind": {"enum": ["upload", "sidecar", "unknown"]},
+            "envoy": _STR,
+            "hostname": {"type": ["string", "null"]},
+            "sidecar": _STR,
+        },
+    },
+    "FilecastSeeded": _strict(
+        sorted(SEEDED_FIELDS),
+        sidecar={"type": "string", "maxLength": MAX_SIDECAR_PATH_CHARS},
+        targets={"type": "array", "minItems": 1, "maxItems": MAX_TARGETS, "items": _STR},
+        retention={"type": "string", "description": "until_revoked, pinned, expires_at:T"},
+        blob=_strict(
+            sorted(BLOB_FIELDS),
+            sha256=_HEX64,
+            size_bytes=_INT,
+            chunk_bytes=_INT,
+            chunks_digest=_HEX64,
+        ),
+    ),
+    "FilecastSeededAnswer": _obj(
+        targets=_array(
+            _obj(
+                target=_STR,
+                key=_STR,
+                outcome={"enum": ["published", "unchanged"]},
+                current={"enum": ["live", "replaced", "revoked", "expired"]},
+                replaced={"oneOf": [_ref("FilecastRecord"), {"type": "null"}]},
+            )
+        ),
+        records=_array(_ref("ManifestRecord")),
+        manifest_version=_INT,
+    ),
+    "Seeder": _obj(
+        uuid=_STR,
+        hostname={"type": ["string", "null"]},
+        state=_STR,
+        added_at={"type": ["number", "null"]},
     ),
     "FilecastDistributed": _obj(
         record=_ref("ManifestRecord"),
@@ -107,6 +166,7 @@ SWARM_SCHEMAS: dict[str, Any] = {
                 size_bytes=_INT,
                 total_chunks=_INT,
                 hlc=_INT,
+                source=_ref("FilecastSource"),
                 envoys=_array(
                     _obj(
                         uuid=_STR,
@@ -194,14 +254,7 @@ SWARM_PATHS: dict[str, dict[str, Any]] = {
             "operationId": "filecastRevoke",
             "summary": "Revoke a target: a signed tombstone replaces its record everywhere",
             "security": _ADMIN,
-            "requestBody": _body(
-                {
-                    "type": _OBJ,
-                    "required": ["target"],
-                    "additionalProperties": False,
-                    "properties": {"target": _STR},
-                }
-            ),
+            "requestBody": _body(_strict(["target"], target=_STR)),
             "responses": {
                 "200": _json(_ref("FilecastRevoked"), "revoked"),
                 **_errors(400, 401, 404, 413, 503),
@@ -214,6 +267,51 @@ SWARM_PATHS: dict[str, dict[str, Any]] = {
             "summary": "Per live record, per active envoy: progress reported at check-in",
             "security": _ADMIN,
             "responses": {"200": _json(_ref("FilecastStatus"), "status"), **_errors(401)},
+        },
+    },
+    "/api/v1/swarm/filecast/seeded": {
+        "post": {
+            "operationId": "filecastSeeded",
+            "summary": "A seeder publishes a NAME + NAME.swarm pair: the server checks it and "
+            "signs one record per target (nothing new if this seeder asked the same before)",
+            "security": _ENVOY,
+            "requestBody": _body(_ref("FilecastSeeded")),
+            "responses": {
+                "201": _json(_ref("FilecastSeededAnswer"), "at least one record signed"),
+                "200": _json(_ref("FilecastSeededAnswer"), "unchanged: nothing signed"),
+                **_errors(400, 403, 413, 503),
+            },
+        },
+    },
+    "/api/v1/swarm/seeders": {
+        "get": {
+            "operationId": "seedersList",
+            "summary": "The envoys allowed to publish sidecars",
+            "security": _ADMIN,
+            "responses": {
+                "200": _json(_obj(seeders=_array(_ref("Seeder"))), "seeders"),
+                **_errors(401),
+            },
+        },
+        "post": {
+            "operationId": "seedersAdd",
+            "summary": "Allow an active envoy (UUID or hostname) to publish sidecars",
+            "security": _ADMIN,
+            "requestBody": _body(_strict(["envoy"], envoy=_STR)),
+            "responses": {
+                "201": _json(_ref("Seeder"), "added"),
+                "200": _json(_ref("Seeder"), "already a seeder"),
+                **_errors(400, 401, 404, 409, 413),
+            },
+        },
+    },
+    "/api/v1/swarm/seeders/{envoy}": {
+        "delete": {
+            "operationId": "seedersRemove",
+            "summary": "Stop an envoy publishing sidecars (its records stay)",
+            "security": _ADMIN,
+            "parameters": [_path_param("envoy", _STR)],
+            "responses": {"200": _json(_ref("Seeder"), "removed"), **_errors(401, 404)},
         },
     },
     "/api/v1/swarm/manifest/sync": {

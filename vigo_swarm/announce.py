@@ -17,6 +17,7 @@ import ipaddress
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 MAGIC = "swarm/1"
 MAX_PACKET_BYTES = 1200
@@ -63,32 +64,40 @@ def _valid_unicast(addr: object) -> str:
     return str(ip)
 
 
-def decode(datagram: bytes) -> Announcement:
+def json_datagram(datagram: bytes, magic: str, fields: set[str]) -> dict[str, Any]:
+    """The JSON object of a datagram whose ``vigo`` field is ``magic`` and whose fields
+    are all among ``fields``, with a valid ``uuid`` and ``port`` (shared with
+    longdrawer's group); else AnnounceError."""
     if len(datagram) > MAX_PACKET_BYTES:
         raise AnnounceError(f"oversized datagram ({len(datagram)} bytes)")
     try:
         obj = json.loads(datagram.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise AnnounceError("not a JSON announcement") from exc
-    if not isinstance(obj, dict) or obj.get("vigo") != MAGIC:
-        raise AnnounceError("not a Vigo swarm announcement")
-    unknown = set(obj) - {"vigo", "uuid", "addrs", "port", "mv"}
+    if not isinstance(obj, dict) or obj.get("vigo") != magic:
+        raise AnnounceError(f"not a Vigo {magic.partition('/')[0]} announcement")
+    unknown = set(obj) - fields
     if unknown:
         raise AnnounceError(f"unknown fields {sorted(unknown)}")
     raw_uuid = obj.get("uuid")
     if not isinstance(raw_uuid, str) or len(raw_uuid) != 36:
         raise AnnounceError("uuid missing or malformed")
     try:
-        ident = uuid.UUID(raw_uuid)
+        obj["uuid"] = uuid.UUID(raw_uuid)
     except ValueError as exc:
         raise AnnounceError("uuid malformed") from exc
-    addrs = obj.get("addrs")
-    if not isinstance(addrs, list) or not 1 <= len(addrs) <= MAX_ADDRESSES:
-        raise AnnounceError(f"addrs must be a list of 1..{MAX_ADDRESSES} addresses")
     port = obj.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise AnnounceError("port out of range")
+    return obj
+
+
+def decode(datagram: bytes) -> Announcement:
+    obj = json_datagram(datagram, MAGIC, {"vigo", "uuid", "addrs", "port", "mv"})
+    addrs = obj.get("addrs")
+    if not isinstance(addrs, list) or not 1 <= len(addrs) <= MAX_ADDRESSES:
+        raise AnnounceError(f"addrs must be a list of 1..{MAX_ADDRESSES} addresses")
     mv = obj.get("mv")
     if not isinstance(mv, int) or isinstance(mv, bool) or not 0 <= mv <= MAX_MANIFEST_VERSION:
         raise AnnounceError("manifest version out of range")
-    return Announcement(ident, tuple(_valid_unicast(a) for a in addrs), port, mv)
+    return Announcement(obj["uuid"], tuple(_valid_unicast(a) for a in addrs), obj["port"], mv)

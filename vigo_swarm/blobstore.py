@@ -413,6 +413,17 @@ class BlobStore:
                     self._infos[sha] = BlobInfo.from_json(f.read())
             return self._infos.get(sha)
 
+    def have_cached(self, sha256: str) -> bytes | None:
+        """``have`` without IO: None unless the blob's info is already in memory (then
+        the event loop may call it directly; else call ``have`` in a thread)."""
+        sha = check_sha256(sha256)
+        with self._lock:
+            if (partial := self._partials.get(sha)) is not None:
+                return partial.have_bitmap()
+            if (info := self._infos.get(sha)) is not None:
+                return encode_bitmap(range(info.num_chunks), info.num_chunks)
+        return None
+
     def have(self, sha256: str) -> bytes | None:
         """The bitmap of the chunks this store can serve for a blob (peers advertise it)."""
         if (info := self.info(sha256)) is None:

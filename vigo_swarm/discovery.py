@@ -13,14 +13,20 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from .announce import MAX_PACKET_BYTES, AnnounceError, Announcement, decode
+from .announce import MAX_PACKET_BYTES, AnnounceError, Announcement
 
 log = logging.getLogger(__name__)
 
+A = TypeVar("A")
 OnAnnouncement = Callable[[Announcement, str], None]  # (announcement, source address)
+
+
+class Encodable(Protocol):
+    def encode(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +49,21 @@ class DiscoveryStats:
     unavailable: str = ""
 
 
-class MulticastDiscovery:
+class MulticastDiscovery(Generic[A]):
+    """Announce and listen on one group; ``decode`` is the group's codec (it raises
+    ``AnnounceError`` or a subclass). Longdrawer runs a second one on its own group."""
+
     def __init__(
         self,
         config: DiscoveryConfig,
-        make_announcement: Callable[[], Announcement],
-        on_announcement: OnAnnouncement,
+        make_announcement: Callable[[], Encodable],
+        on_announcement: Callable[[A, str], None],
+        decode: Callable[[bytes], A],
     ) -> None:
         self.config = config
         self._make = make_announcement
         self._on = on_announcement
+        self._decode = decode
         self.stats = DiscoveryStats()
         self._poke = trio.Event()
         self._sock: trio.socket.SocketType | None = None
@@ -123,7 +134,7 @@ class MulticastDiscovery:
                 continue
             self.stats.received += 1
             try:
-                announcement = decode(data)
+                announcement = self._decode(data)
             except AnnounceError as exc:
                 self.stats.bad_packets += 1
                 self.stats.last_bad_reason = str(exc)

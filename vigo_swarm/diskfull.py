@@ -21,6 +21,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -54,9 +55,12 @@ class DiskFull:
         )
 
 
-def first_full(group: BaseExceptionGroup[StoreFull]) -> StoreFull:
-    """The first StoreFull in a (possibly nested: one per nursery) exception group."""
-    exc: StoreFull | BaseExceptionGroup[StoreFull] = group
+E = TypeVar("E", bound=BaseException)
+
+
+def first_leaf(group: BaseExceptionGroup[E]) -> E:
+    """The first exception in a (possibly nested: one group per nursery) exception group."""
+    exc: E | BaseExceptionGroup[E] = group
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc

@@ -5,7 +5,8 @@ says what to fetch, what to link, what to unlink and which blobs may be collecte
 ``FilecastService`` executes it whenever the manifest changes (and periodically):
 
 - a record whose blob we lack → learn the blob's chunk list (from the seed dir on a
-  seeder, else from a peer) and check it against the *signed* record (sha256, size,
+  seeder — a file named by its hash, or a sidecar's file found through ``seed_file`` —
+  else from a peer) and check it against the *signed* record (sha256, size,
   chunk size, chunks digest) before fetching a single chunk; then fetch;
 - a complete blob → materialize every target atomically (never outside ``files/``);
 - a target no live record names (revoked, expired, replaced) → unlink it;
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from .gossip import ManifestGossip
 from .manifest import Record, RetentionKind
 from .materialize import MaterializeError, is_blob_link, materialize, unmaterialize
 from .node import SwarmNode
-from .transfer import Fetcher, FetchProgress, TransferConfig, register_blob_routes
+from .peers import PeerView
+from .ratelimit import Limiter
+from .transfer import BlobServer, Fetcher, FetchProgress, TransferConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,12 @@ def plan(live: Iterable[Record], complete: set[str], links: Mapping[str, str]) -
             pinned.add(rec.blob)
     link = tuple(sorted((t, b) for t, b in want.items() if b in complete and links.get(t) != b))
     unlink = tuple(sorted(t for t in links if t not in want))
-    return Plan(tuple(fetch.values()), link, unlink, frozenset(want.values()), frozenset(pinned))
+    # A target being replaced keeps pointing at its old blob until the new one is
+    # complete (then it is swapped atomically): the old blob stays referenced till then,
+    # so the link is the old file or the new one, never dangling.
+    held = {links[t] for t, b in want.items() if t in links and b not in complete}
+    referenced = frozenset(want.values()) | held
+    return Plan(tuple(fetch.values()), link, unlink, referenced, frozenset(pinned))
 
 
 def matches_record(info: BlobInfo, rec: Record) -> str | None:
@@ -91,6 +99,17 @@ def matches_record(info: BlobInfo, rec: Record) -> str | None:
     if info.chunks_digest != rec.chunks_digest:
         return "its chunk list is not the one the record signed"
     return None
+
+
+def fetch_summary(p: FetchProgress, started: float) -> str:
+    """One line for the log: how much came from how many peers, how fast."""
+    took = max(trio.current_time() - started, 1e-6)
+    mib = p.bytes_in / (1 << 20)
+    return (
+        f"blob {p.sha256[:12]} complete: {mib:.1f} MiB fetched in {took:.2f} s "
+        f"({p.bytes_in * 8 / took / 1e6:.0f} Mbit/s) from {len(p.sources)} peers, "
+        f"{p.bad_chunks} bad chunks"
+    )
 
 
 # --------------------------------------------------------------------------- service
@@ -124,15 +143,18 @@ class FilecastService:
     gossip: ManifestGossip
     root: Path  # <state>/swarm
     seed_dirs: tuple[Path, ...] = ()
+    seed_file: Callable[[str], Path | None] | None = None  # blob → a seeder's sidecar file
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    serve_limit: Limiter | None = None  # optional cap on what we upload to peers
     rescan_s: float = 2.0
     store: BlobStore = field(init=False)
+    blob_server: BlobServer = field(init=False)
     blobs: dict[str, BlobState] = field(default_factory=dict)
     _fetching: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.store = BlobStore(self.root)
-        register_blob_routes(self.node, self.store)
+        self.blob_server = BlobServer(self.node, self.store, serve_limit=self.serve_limit)
 
     @property
     def files_root(self) -> Path:
@@ -189,6 +211,7 @@ class FilecastService:
                 state.state = "complete"
         collected = await trio.to_thread.run_sync(self.store.gc, todo.referenced, todo.pinned)
         for blob in collected:
+            self.blob_server.forget(blob)
             log.info("filecast: collected unreferenced blob %s", blob[:12])
 
     async def _link(self, target: str, blob: str) -> None:
@@ -219,11 +242,20 @@ class FilecastService:
                 fetcher = Fetcher(self.node, self.store, info, self.transfer)
                 state.state, state.error, state.progress = "partial", "", fetcher.progress
                 full: StoreFull | None = None
+                started = trio.current_time()
+                log.info(
+                    "filecast: fetching blob %s (%d chunks, %d held) for %s",
+                    rec.blob[:12],
+                    info.num_chunks,
+                    fetcher.progress.have_chunks,
+                    ", ".join(rec.targets),
+                )
                 try:
                     await fetcher.fetch()
                 except* StoreFull as group:  # raised inside the fetch's nurseries
-                    full = diskfull.first_full(group)
+                    full = diskfull.first_leaf(group)
                 if full is None:
+                    log.info("filecast: %s", fetch_summary(fetcher.progress, started))
                     break
                 # disk full: nothing partial is visible, verified chunks are kept; say
                 # what is full and by how much, and resume once space is back
@@ -234,17 +266,21 @@ class FilecastService:
             state.state, state.error = "complete", ""
             self.gossip.notify_changed()  # reconcile now: materialize
         except* BlobError as group:
-            state.state, state.error = "error", str(group.exceptions[0])
-            log.warning("filecast: blob %s: %s", rec.blob[:12], group.exceptions[0])
+            state.state, state.error = "error", str(diskfull.first_leaf(group))
+            log.warning("filecast: blob %s: %s", rec.blob[:12], state.error)
         except* Exception as group:  # last line of defence: one blob never stops the daemon
-            state.state, state.error = "error", f"internal error: {group.exceptions[0]!r}"
+            state.state, state.error = "error", f"internal error: {diskfull.first_leaf(group)!r}"
             log.error("filecast: fetching %s failed unexpectedly", rec.blob[:12], exc_info=group)
         finally:
             self._fetching.discard(rec.blob)
 
     async def _from_seed_dir(self, rec: Record) -> bool:
-        for seed in self.seed_dirs:
-            path = seed / rec.blob
+        candidates = [seed / rec.blob for seed in self.seed_dirs]
+        named = self.seed_file(rec.blob) if self.seed_file is not None else None
+        if named is not None:  # a NAME + NAME.swarm pair (vigo_agent.sidecars)
+            candidates.append(named)
+        for path in candidates:
+            seed = path.parent
             if path.is_file():
                 try:
                     info = await trio.to_thread.run_sync(self.store.add_file, path, rec.chunk_bytes)
@@ -256,30 +292,47 @@ class FilecastService:
                     await trio.to_thread.run_sync(self.store.delete, info.sha256)
                     log.warning("filecast: seed file %s refused: %s", path, problem)
                     continue
+                self.blob_server.superseed(rec.blob)  # we originate it: each chunk out once
                 log.info("filecast: seeding %s from %s", rec.blob[:12], seed)
                 return True
         return False
 
     async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
-        for peer in self.node.peers():
-            try:
-                async with await self.node.dial(peer) as conn:
-                    resp = await conn.request("GET", f"/swarm/v1/blobs/{rec.blob}/info")
-            except http11.ClientError:
-                continue
-            if resp.status != 200:
-                continue
-            try:
-                info = BlobInfo.from_json(resp.body)
-            except BlobError:
-                continue
-            problem = matches_record(info, rec)
-            if problem is None:
-                return info
+        """Ask every peer at once for the blob's chunk list; the first one that fits the
+        signed record wins. A peer without the blob holds the question (long-poll) until
+        it gets one, so a fetch starts as soon as the seeder or any receiver can serve."""
+        peers = self.node.peers()
+        found: list[BlobInfo] = []
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(self._info_from, peer, rec, found, nursery.cancel_scope)
+        return found[0] if found else None
+
+    async def _info_from(
+        self, peer: PeerView, rec: Record, found: list[BlobInfo], done: trio.CancelScope
+    ) -> None:
+        wait_s = self.transfer.have_wait_s
+        try:
+            async with await self.node.dial(peer) as conn:
+                resp = await conn.request(
+                    "GET", f"/swarm/v1/blobs/{rec.blob}/info?wait={wait_s:g}", timeout_s=wait_s + 10
+                )
+        except http11.ClientError:
+            return
+        if resp.status != 200:
+            return
+        try:
+            info = BlobInfo.from_json(resp.body)
+        except BlobError:
+            return
+        problem = matches_record(info, rec)
+        if problem is not None:
             log.warning(
                 "filecast: peer %s offered a chunk list for %s that %s",
                 peer.uuid,
                 rec.blob[:12],
                 problem,
             )
-        return None
+            return
+        found.append(info)
+        done.cancel()

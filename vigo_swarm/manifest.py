@@ -34,7 +34,8 @@ Exceptions::
      ├── RecordRejected        .reason — a record is refused; nothing changed (a ValueError)
      │    ├── MalformedRecord  not an object; unknown, missing or badly encoded fields
      │    ├── InvalidField     .field — a field breaks its rule (the message says which)
-     │    │    └── InvalidTarget  .path — a target path is unsafe (also the blob store's)
+     │    │    ├── InvalidTarget  .path — a target path is unsafe (also the blob store's)
+     │    │    └── InvalidRetention  an operator's retention text does not parse
      │    ├── UnknownSigner    .origin — no authority key for the record's origin
      │    ├── BadSignature     the signature does not verify
      │    └── FarFutureRecord  .ahead_ms — the HLC is too far ahead of our clock
@@ -66,6 +67,7 @@ MAX_ORIGIN_CHARS = 64
 MAX_SIZE_BYTES = 1 << 40
 MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 1 << 20  # what an operator's file is chunked in unless they say
 MAX_TARGETS = 64
 MAX_TARGET_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
@@ -104,6 +106,14 @@ class InvalidTarget(InvalidField):
         self.path = path
         RecordRejected.__init__(self, f"invalid target path {path!r}: {problem}")
         self.field = "targets"
+
+
+class InvalidRetention(InvalidField):
+    """An operator's retention text does not parse (``parse_retention``)."""
+
+    def __init__(self, problem: str) -> None:
+        RecordRejected.__init__(self, problem)
+        self.field = "retention"
 
 
 class UnknownSigner(RecordRejected):
@@ -218,6 +228,42 @@ class Retention:
         except ValueError:
             raise InvalidField("retention", f"unknown kind {obj['kind']!r}") from None
         return cls(kind, obj.get("expires_at_unix"))
+
+
+_RETENTION_NUMBER_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{1,6})?")
+
+
+def parse_retention(text: str, now: float) -> Retention:
+    """The operator's retention text: ``until_revoked`` | ``pinned`` |
+    ``expires_at:<unix seconds>`` (in the future, before the year 10000). One parser
+    for ``vigocli swarm filecast distribute --retention``, the server's distribute
+    query and a seed-directory sidecar; ``InvalidRetention`` otherwise."""
+    if text == RetentionKind.UNTIL_REVOKED.value:
+        return Retention.until_revoked()
+    if text == RetentionKind.PINNED.value:
+        return Retention.pinned()
+    kind, sep, when = text.partition(":")
+    if kind != RetentionKind.EXPIRES_AT.value or not sep:
+        raise InvalidRetention(
+            f"retention {text[:60]!r} is not until_revoked, pinned or expires_at:<unix seconds>",
+        )
+    if not _RETENTION_NUMBER_RE.fullmatch(when):
+        raise InvalidRetention(f"expires_at {when[:40]!r} is not Unix seconds")
+    value = float(when)
+    if not (math.isfinite(value) and value <= MAX_EXPIRES_AT_UNIX):
+        raise InvalidRetention(f"expires_at {when} is beyond the year 9999")
+    if value <= now:
+        raise InvalidRetention(f"expires_at {when} is not in the future")
+    return Retention.expires_at(value)
+
+
+def retention_text(retention: Retention) -> str:
+    """The text ``parse_retention`` reads: ``pinned``, ``expires_at:1800000000``."""
+    if retention.expires_at_unix is None:
+        return retention.kind.value
+    # exact, never an exponent (``:g`` gave "1.8e+09", which parse_retention refuses)
+    when = f"{retention.expires_at_unix:.6f}".rstrip("0").rstrip(".")
+    return f"{retention.kind.value}:{when}"
 
 
 def _need(ok: object, field: str, problem: str) -> None:

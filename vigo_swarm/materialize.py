@@ -35,7 +35,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from .manifest import InvalidTarget, validate_target
@@ -150,27 +150,27 @@ def _our_link(dir_fd: int, name: str, target: str) -> str | None:
     return text
 
 
-def _mkdir_0755(parent: int, name: str) -> None:
-    os.mkdir(name, 0o755, dir_fd=parent)
-
-
 @contextlib.contextmanager
 def walk_dirs(
     root: str | os.PathLike[str],
     dirs: list[str],
     *,
     create: bool,
-    make_dir: Callable[[int, str], None] = _mkdir_0755,
+    owner: tuple[int, int] | None = None,
+    make_root: bool = True,
+    label: str = "files/",
 ) -> Iterator[list[int]]:
     """Open ``root`` and then each of ``dirs`` below it, without following any symlink.
 
-    Yields the fds, root first. With ``create`` missing directories are made (by
-    ``make_dir(parent_fd, name)``: lockbox makes them for the person); without, the
-    walk stops at the first missing one (fewer fds than ``len(dirs) + 1``).
+    Yields the fds, root first. With ``create`` missing directories are made (0755, and
+    given to ``owner`` (uid, gid) when set; ``root`` itself only with ``make_root``);
+    without, the walk stops at the first missing one (fewer fds than ``len(dirs) + 1``).
+    ``label`` prefixes the paths named in errors. Longdrawer writes into people's
+    folders through this walk too.
     """
     fds: list[int] = []
     try:
-        if create:
+        if create and make_root:
             os.makedirs(root, mode=0o755, exist_ok=True)
         try:
             fds.append(os.open(root, _DIR))
@@ -180,7 +180,8 @@ def walk_dirs(
         except OSError as exc:
             raise TargetRefused(f"{root} is a symlink or not a directory: refused") from exc
         for depth, name in enumerate(dirs if fds else []):
-            fd = _open_child(fds[-1], name, "/".join(dirs[: depth + 1]), create, make_dir)
+            where = label + "/".join(dirs[: depth + 1])
+            fd = _open_child(fds[-1], name, where, create, owner)
             if fd is None:
                 break
             fds.append(fd)
@@ -191,11 +192,12 @@ def walk_dirs(
 
 
 def _open_child(
-    parent: int, name: str, where: str, create: bool, make_dir: Callable[[int, str], None]
+    parent: int, name: str, where: str, create: bool, owner: tuple[int, int] | None
 ) -> int | None:
+    made = False
     for _ in range(_ATTEMPTS):
         try:
-            return os.open(name, _DIR, dir_fd=parent)
+            fd = os.open(name, _DIR, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 return None
@@ -203,11 +205,18 @@ def _open_child(
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
             raise TargetRefused(
-                f"files/{where} is a symlink or not a directory; refusing to go through it"
+                f"{where} is a symlink or not a directory; refusing to go through it"
             ) from exc
-        with contextlib.suppress(FileExistsError):
-            make_dir(parent, name)  # then open it again, still O_NOFOLLOW
-    raise TargetRefused(f"files/{where} keeps changing under us; refused")
+        else:
+            if made and owner is not None:
+                os.fchown(fd, *owner)  # the directory we made, through its fd: no race
+            return fd
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)  # then open it again, still O_NOFOLLOW
+            made = True
+        except FileExistsError:
+            pass
+    raise TargetRefused(f"{where} keeps changing under us; refused")
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from . import http11, pki
-from .announce import Announcement
+from .announce import Announcement, decode
 from .discovery import DiscoveryConfig, MulticastDiscovery
 from .peers import PeerTable, PeerView, Probe, Source, TableConfig
 
@@ -108,7 +108,7 @@ class SwarmNode:
             identity.cert_file, identity.key_file, identity.ca_file
         )
         self._wake = trio.Event()
-        self._discovery: MulticastDiscovery | None = None
+        self._discovery: MulticastDiscovery[Announcement] | None = None
         self.server: http11.HTTPSServer | None = None
         self.started_at = 0.0
 
@@ -287,7 +287,7 @@ class SwarmNode:
             self.port = await nursery.start(self.server.run)
             if self.config.multicast_enabled:
                 self._discovery = MulticastDiscovery(
-                    self.config.discovery, self._announcement, self._on_announcement
+                    self.config.discovery, self._announcement, self._on_announcement, decode
                 )
                 await nursery.start(self._discovery.run)
             nursery.start_soon(self._prober)

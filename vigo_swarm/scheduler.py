@@ -138,6 +138,18 @@ class ChunkScheduler(Generic[PeerId]):
             state.chunks.add(index)
             self._availability[index] += 1
 
+    def peer_lacks(self, peer: PeerId, index: int) -> None:
+        """``peer`` declined chunk ``index`` (it no longer offers it): not a penalty, the
+        chunk just leaves its advert (and its in-flight set) until its next advert."""
+        self._checked([index])
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        self._unrequest(peer, state, index)
+        if index in state.chunks:
+            state.chunks.discard(index)
+            self._availability[index] -= 1
+
     def drop_peer(self, peer: PeerId) -> list[int]:
         """A peer is gone; returns the chunks it had in flight, now free again.
 

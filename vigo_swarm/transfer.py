@@ -3,22 +3,34 @@
 Serving (routes on the node's router; every caller is a verified, unrevoked envoy):
 
     GET /swarm/v1/blobs/<sha256>/info           BlobInfo JSON (complete or partial here)
-    GET /swarm/v1/blobs/<sha256>/have           bitmap of verified chunks (octet-stream)
-    GET /swarm/v1/blobs/<sha256>/chunks/<index> the chunk's bytes, re-verified before sending
+    GET /swarm/v1/blobs/<sha256>/have[?after=V&wait=S]
+                                                bitmap of verified chunks (octet-stream) and
+                                                its version (``x-vigo-have-version``); with
+                                                ``after``, a long-poll: answered when the
+                                                version differs from V, or after S seconds
+    GET /swarm/v1/blobs/<sha256>/chunks/<index> the chunk's bytes, re-verified before sending;
+                                                409 ``not_offered`` when super-seeding
+                                                hides it from this caller (superseed.py)
 
 Fetching (``Fetcher.fetch``): the pure ``ChunkScheduler`` decides which chunk to ask
 which peer for (rarest first, pipelined through several connections per peer, endgame,
 penalties); this module only moves bytes. Every chunk is verified by the store before
 it is marked; a bad chunk penalizes its peer and goes back to missing; the whole blob is
-verified before it becomes visible. Peers' bitmaps are refreshed while fetching, so
-chunks flow between downloaders, not only from the seed.
+verified before it becomes visible. Each fetcher long-polls every peer's bitmap, so a
+chunk one downloader verifies is offered to the others within a round trip: chunks
+flow between downloaders, not only from the seed.
+
+A blob this envoy originates (its seed dir) is served super-seeded (``BlobServer.
+superseed``): each chunk goes out to one receiver, which passes it on.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,22 +49,31 @@ from .blobstore import (
     StoreFull,
     check_sha256,
     decode_bitmap,
+    encode_bitmap,
 )
 from .node import SwarmNode
 from .peers import PeerView
+from .ratelimit import Limiter
 from .scheduler import ChunkScheduler, SchedulerConfig
+from .superseed import SuperSeed
 
 log = logging.getLogger(__name__)
 
 OCTETS = "application/octet-stream"
+HAVE_VERSION = "x-vigo-have-version"
+MAX_HAVE_WAIT_S = 20.0  # a long-poll never holds a request longer (request timeout: 60 s)
 
 
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
     connections_per_peer: int = 2
-    refresh_have_s: float = 0.25
+    refresh_have_s: float = 0.25  # poll interval for a peer that cannot long-poll
+    have_wait_s: float = 5.0  # long-poll: the longest a peer holds our bitmap request
+    have_min_interval_s: float = 0.2  # between two bitmap answers from one peer
     chunk_timeout_s: float = 30.0
-    idle_wait_s: float = 0.2
+    fetch_limit: Limiter = field(default_factory=lambda: Limiter(None))  # shared, optional
+    idle_wait_s: float = 1.0  # an idle connection looks again at least this often
+    manage_every_s: float = 0.5  # new peers joined, requests timed out
 
 
 @dataclass(slots=True)
@@ -66,43 +87,170 @@ class FetchProgress:
     error: str = ""
 
 
-def register_blob_routes(node: SwarmNode, store: BlobStore) -> None:
-    """Add the three blob endpoints to the peer channel."""
+class HaveBoard:
+    """What changed in a store's bitmaps, for long-polls: one version per blob.
 
-    def sha_of(request: http11.Request) -> str:
+    A version is ``<epoch>.<counter>``; the epoch is random per process, so a peer's
+    version from before our restart never matches by accident. Every chunk verified,
+    blob completed, seeded or deleted in this process bumps its blob's counter.
+    """
+
+    def __init__(self) -> None:
+        self._epoch = secrets.token_hex(4)
+        self._counters: dict[str, int] = {}
+        self._events: dict[str, trio.Event] = {}
+
+    def version(self, sha256: str) -> str:
+        return f"{self._epoch}.{self._counters.get(sha256, 0)}"
+
+    def bump(self, sha256: str) -> None:
+        self._counters[sha256] = self._counters.get(sha256, 0) + 1
+        if (event := self._events.pop(sha256, None)) is not None:
+            event.set()
+
+    async def wait_change(self, sha256: str, seen: str, timeout_s: float) -> None:
+        """Return when the blob's version is not ``seen`` any more, or after timeout_s."""
+        if self.version(sha256) != seen or timeout_s <= 0:
+            return
+        event = self._events.setdefault(sha256, trio.Event())
+        with trio.move_on_after(timeout_s):
+            await event.wait()
+
+
+_boards: weakref.WeakKeyDictionary[BlobStore, HaveBoard] = weakref.WeakKeyDictionary()
+
+
+def board_for(store: BlobStore) -> HaveBoard:
+    """The one HaveBoard of a store (the routes and every fetcher into it share it)."""
+    board = _boards.get(store)
+    if board is None:
+        board = _boards[store] = HaveBoard()
+    return board
+
+
+@dataclass(slots=True)
+class ServeStats:
+    chunks_served: int = 0
+    bytes_served: int = 0
+    not_offered: int = 0  # chunk requests declined by super-seeding
+
+
+class BlobServer:
+    """The three blob endpoints on the peer channel, over one store."""
+
+    def __init__(
+        self,
+        node: SwarmNode,
+        store: BlobStore,
+        *,
+        reveal_after_s: float = 4.0,
+        serve_limit: Limiter | None = None,
+    ) -> None:
+        self.store = store
+        self.serve_limit = serve_limit or Limiter(None)
+        self.board = board_for(store)
+        self.stats = ServeStats()
+        self.reveal_after_s = reveal_after_s
+        self._superseeded: dict[str, SuperSeed] = {}
+        base = "/swarm/v1/blobs/{sha}"
+        node.router.add("GET", base + "/info", self._info, max_body=0)
+        node.router.add("GET", base + "/have", self._have, max_body=0)
+        node.router.add("GET", base + "/chunks/{index}", self._chunk, max_body=0)
+
+    def superseed(self, sha256: str) -> None:
+        """We originate this blob: hand each chunk out once (superseed.py)."""
+        if sha256 not in self._superseeded:
+            self._superseeded[sha256] = SuperSeed(self.reveal_after_s)
+            self.board.bump(sha256)
+
+    def forget(self, sha256: str) -> None:
+        """The blob is gone from the store (collected): long-polls learn it now."""
+        self._superseeded.pop(sha256, None)
+        self.board.bump(sha256)
+
+    @staticmethod
+    def _sha(request: http11.Request) -> str:
         try:
             return check_sha256(request.params["sha"])
         except InvalidHash as exc:
             raise http11.HTTPError(400, "bad_hash", str(exc)) from exc
 
-    async def info(request: http11.Request) -> http11.Response:
-        found = await trio.to_thread.run_sync(store.info, sha_of(request))
+    async def _info(self, request: http11.Request) -> http11.Response:
+        sha, wait_s = self._sha(request), _wait_of(request)
+        seen = self.board.version(sha)
+        found = await trio.to_thread.run_sync(self.store.info, sha)
+        if found is None and wait_s > 0:
+            await self.board.wait_change(sha, seen, wait_s)  # long-poll: until it arrives
+            found = await trio.to_thread.run_sync(self.store.info, sha)
         if found is None:
             raise http11.HTTPError(404, "no_blob", "this envoy holds no such blob")
         return http11.Response(body=found.to_json())
 
-    async def have(request: http11.Request) -> http11.Response:
-        bitmap = await trio.to_thread.run_sync(store.have, sha_of(request))
+    async def _have(self, request: http11.Request) -> http11.Response:
+        sha = self._sha(request)
+        caller = request.peer.uuid if request.peer else None
+        after, wait_s = request.query.get("after"), _wait_of(request)
+        if after is not None:
+            if len(after) > 64:
+                raise http11.HTTPError(400, "bad_after", "after must be a have version")
+            policy = self._superseeded.get(sha)
+            reveal = policy.next_reveal_s(caller, trio.current_time()) if policy else None
+            await self.board.wait_change(sha, after, min(wait_s, reveal or wait_s))
+        version = self.board.version(sha)
+        bitmap = self.store.have_cached(sha)
         if bitmap is None:
-            raise http11.HTTPError(404, "no_blob", "this envoy holds no such blob")
-        return http11.Response(body=bitmap, content_type=OCTETS)
+            bitmap = await trio.to_thread.run_sync(self.store.have, sha)
+        if bitmap is None:
+            err = http11.HTTPError(404, "no_blob", "this envoy holds no such blob").response()
+            err.headers.append((HAVE_VERSION, version))
+            return err
+        if (policy := self._superseeded.get(sha)) is not None:
+            info = self.store.info(sha)
+            if info is not None:
+                chunks = decode_bitmap(bitmap, info.num_chunks)
+                shown = policy.visible(caller, chunks, trio.current_time())
+                bitmap = encode_bitmap(shown, info.num_chunks)
+        return http11.Response(body=bitmap, content_type=OCTETS, headers=[(HAVE_VERSION, version)])
 
-    async def chunk(request: http11.Request) -> http11.Response:
-        sha, raw = sha_of(request), request.params["index"]
+    async def _chunk(self, request: http11.Request) -> http11.Response:
+        sha, raw = self._sha(request), request.params["index"]
         if not raw.isdigit() or len(raw) > 9:
             raise http11.HTTPError(400, "bad_index", "chunk index must be a small integer")
+        index = int(raw)
+        policy = self._superseeded.get(sha)
+        caller = request.peer.uuid if request.peer else None
+        if policy is not None and not policy.offer(caller, index, trio.current_time()):
+            self.stats.not_offered += 1
+            raise http11.HTTPError(
+                409, "not_offered", "super-seeding: another envoy has this chunk; ask it"
+            )
         try:
-            data = await trio.to_thread.run_sync(store.read_chunk, sha, int(raw))
+            data = await trio.to_thread.run_sync(self.store.read_chunk, sha, index)
         except BlobNotFound as exc:
             raise http11.HTTPError(404, "no_chunk", str(exc)) from exc
         except BlobError as exc:
             raise http11.HTTPError(409, "chunk_unavailable", str(exc)) from exc
+        await self.serve_limit.take(len(data))
+        self.stats.chunks_served += 1
+        self.stats.bytes_served += len(data)
         return http11.Response(body=data, content_type=OCTETS)
 
-    base = "/swarm/v1/blobs/{sha}"
-    node.router.add("GET", base + "/info", info, max_body=0)
-    node.router.add("GET", base + "/have", have, max_body=0)
-    node.router.add("GET", base + "/chunks/{index}", chunk, max_body=0)
+
+def _wait_of(request: http11.Request) -> float:
+    """The ``wait`` query parameter: seconds a long-poll may be held (0 if absent)."""
+    raw = request.query.get("wait", "0")
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= MAX_HAVE_WAIT_S:  # also NaN
+        raise http11.HTTPError(400, "bad_wait", f"wait must be 0..{MAX_HAVE_WAIT_S:g} seconds")
+    return wait_s
+
+
+def register_blob_routes(node: SwarmNode, store: BlobStore) -> BlobServer:
+    """Add the three blob endpoints to the peer channel."""
+    return BlobServer(node, store)
 
 
 class Fetcher:
@@ -123,8 +271,22 @@ class Fetcher:
         self.config = config or TransferConfig()
         self._peers = peers or node.peers
         self.progress = FetchProgress(info.sha256, info.num_chunks)
-        self._wake = trio.Event()
+        self.board = board_for(store)
+        self._wakes: dict[uuid.UUID, trio.Event] = {}  # per peer: it may have work now
         self._done = trio.Event()
+
+    def _wake(self, peer: uuid.UUID | None = None) -> None:
+        """Wake the workers of ``peer`` (its advert changed), or of every peer (a chunk
+        went back to missing: anyone who has it may be asked)."""
+        for key in [peer] if peer is not None else list(self._wakes):
+            if (event := self._wakes.pop(key, None)) is not None:
+                event.set()
+
+    async def _idle(self, peer: uuid.UUID) -> None:
+        """Wait until ``peer`` may have work for us (or idle_wait_s, as a safety net)."""
+        event = self._wakes.setdefault(peer, trio.Event())
+        with trio.move_on_after(self.config.idle_wait_s):
+            await event.wait()
 
     async def fetch(self) -> Path:
         """Fetch until complete; returns the complete blob's path. Raises StoreFull."""
@@ -145,7 +307,9 @@ class Fetcher:
                 nursery.start_soon(self._peer_manager, sched, partial, nursery)
                 await self._done.wait()
                 nursery.cancel_scope.cancel()
-        return await trio.to_thread.run_sync(partial.complete)
+        path = await trio.to_thread.run_sync(partial.complete)
+        self.board.bump(self.info.sha256)
+        return path
 
     async def _peer_manager(
         self, sched: ChunkScheduler[uuid.UUID], partial: Partial, nursery: trio.Nursery
@@ -153,15 +317,16 @@ class Fetcher:
         running: set[uuid.UUID] = set()
         while True:
             now = trio.current_time()
-            for peer_id, index in sched.expired_requests(now):
+            expired = sched.expired_requests(now)
+            for peer_id, index in expired:
                 sched.on_timeout(peer_id, index, now)
+            if expired:
+                self._wake()
             for peer in self._peers():
                 if peer.uuid not in running:
                     running.add(peer.uuid)
                     nursery.start_soon(self._peer_loop, peer, sched, partial, running)
-            with trio.move_on_after(self.config.refresh_have_s):
-                await self._wake.wait()
-            self._wake = trio.Event()
+            await trio.sleep(self.config.manage_every_s)
 
     async def _peer_loop(
         self,
@@ -182,26 +347,35 @@ class Fetcher:
             # a broken or misbehaving peer ends only its own loop (trio raises groups)
             log.debug("fetch %s from %s: %s", self.info.sha256[:12], peer.uuid, group.exceptions[0])
         finally:
-            for index in sched.drop_peer(peer.uuid):
+            lost = sched.drop_peer(peer.uuid)
+            for index in lost:
                 log.debug("chunk %d from %s back to missing", index, peer.uuid)
+            if lost:
+                self._wake()
             running.discard(peer.uuid)
 
     async def _refresh_have(
         self, conn: http11.HTTPSConnection, peer: PeerView, sched: ChunkScheduler[uuid.UUID]
     ) -> None:
+        """Keep the peer's advert current: long-poll its bitmap (poll if it cannot)."""
+        cfg, version = self.config, ""
+        base = f"/swarm/v1/blobs/{self.info.sha256}/have"
         async with conn:
             while True:
-                resp = await conn.request("GET", f"/swarm/v1/blobs/{self.info.sha256}/have")
+                path = f"{base}?after={version}&wait={cfg.have_wait_s:g}" if version else base
+                resp = await conn.request("GET", path, timeout_s=cfg.have_wait_s + 10)
                 if resp.status == 200:
                     try:
                         chunks = decode_bitmap(resp.body, self.info.num_chunks)
                     except BlobError as exc:
                         raise http11.ClientError(f"bad bitmap: {exc}") from exc
                     sched.set_peer_chunks(peer.uuid, chunks)
-                    self._wake.set()
+                    self._wake(peer.uuid)
                 elif resp.status != 404:
                     raise http11.ClientError(f"have answered {resp.status}")
-                await trio.sleep(self.config.refresh_have_s)
+                version = resp.headers.get(HAVE_VERSION, "")[:64]
+                pause = cfg.have_min_interval_s if version else cfg.refresh_have_s
+                await trio.sleep(pause)
 
     async def _worker(
         self,
@@ -220,9 +394,7 @@ class Fetcher:
                 if not queue:
                     queue.extend(sched.next_requests(peer.uuid, trio.current_time()))
                 if not queue:
-                    wake = self._wake
-                    with trio.move_on_after(self.config.idle_wait_s):
-                        await wake.wait()
+                    await self._idle(peer.uuid)
                     continue
                 await self._get_chunk(conn, peer, sched, partial, queue.popleft())
 
@@ -235,6 +407,7 @@ class Fetcher:
         index: int,
     ) -> None:
         path = f"/swarm/v1/blobs/{self.info.sha256}/chunks/{index}"
+        await self.config.fetch_limit.take(self.info.chunk_size(index))
         try:
             resp = await conn.request(
                 "GET", path, max_body=self.info.chunk_bytes, timeout_s=self.config.chunk_timeout_s
@@ -243,8 +416,13 @@ class Fetcher:
             sched.on_timeout(peer.uuid, index, trio.current_time())
             raise
         now = trio.current_time()
+        if resp.status == 409 and resp.error_code == "not_offered":
+            sched.peer_lacks(peer.uuid, index)  # super-seeding: someone else has it
+            self._wake()
+            return
         if resp.status != 200:
             sched.on_timeout(peer.uuid, index, now)
+            self._wake()
             return
         try:
             fresh = await trio.to_thread.run_sync(partial.write_chunk, index, resp.body)
@@ -258,16 +436,17 @@ class Fetcher:
                 exc,
             )
             sched.on_chunk_bad(peer.uuid, index, now)
+            self._wake()
             return
         except StoreFull as exc:
             self.progress.error = str(exc)
             raise
         sched.on_chunk_ok(peer.uuid, index, now)
         if fresh:
+            self.board.bump(self.info.sha256)
             self.progress.have_chunks += 1
             self.progress.bytes_in += len(resp.body)
             key = str(peer.uuid)
             self.progress.sources[key] = self.progress.sources.get(key, 0) + 1
-        self._wake.set()
         if sched.done():
             self._done.set()

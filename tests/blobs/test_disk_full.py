@@ -136,10 +136,10 @@ def test_space_is_back_when_the_rest_fits_or_one_more_chunk_does() -> None:
     assert diskfull.space_is_back(small, 100) and not diskfull.space_is_back(small, 99)
 
 
-def test_first_full_digs_through_nested_nursery_groups() -> None:
+def test_first_leaf_digs_through_nested_nursery_groups() -> None:
     full = StoreFull("no space left while x", "x")
     nested = ExceptionGroup("outer", [ExceptionGroup("inner", [full])])
-    assert diskfull.first_full(nested) is full
+    assert diskfull.first_leaf(nested) is full
 
 
 async def test_wait_for_space_returns_once_space_is_back(

@@ -322,3 +322,20 @@ def test_a_peer_serving_only_bad_chunks_is_banned_and_others_finish(
     evil = next(p for p in s.statistics().peers if p.peer == "evil")
     assert bad_served <= ban_after
     assert evil.banned or evil.bad == bad_served < ban_after
+
+
+def test_a_declined_chunk_leaves_the_peers_advert_without_a_penalty() -> None:
+    s: ChunkScheduler[str] = ChunkScheduler(4, config=SchedulerConfig(max_in_flight=2))
+    s.set_peer_chunks("seed", range(4))
+    s.set_peer_chunks("other", [1])
+    asked = s.next_requests("seed", 0.0)
+    first = asked[0]
+    s.peer_lacks("seed", first)  # 409 not_offered: someone else has it
+    assert s.availability(first) == (1 if first == 1 else 0)
+    assert first not in s.in_flight()
+    stats = {p.peer: p for p in s.statistics().peers}
+    assert stats["seed"].timeouts == 0 and stats["seed"].bad == 0
+    assert stats["seed"].limit == 2  # no penalty
+    assert first not in s.next_requests("seed", 0.0)
+    s.set_peer_chunks("seed", range(4))  # its next advert brings it back
+    assert s.availability(first) >= 1

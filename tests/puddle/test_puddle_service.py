@@ -60,7 +60,7 @@ async def start_envoys(
     envoys = []
     for i, name in enumerate(names):
         enrolled = make_envoy(ca, tmp_path, name)
-        node = loopback_node(enrolled, f"127.0.0.{base + i}")
+        node = loopback_node(enrolled, base + i, None)
         home = tmp_path / f"home-{name}"
         home.mkdir()
         service = PuddleService(

@@ -21,6 +21,9 @@ ADMIN_ROUTES = [
     ("GET", "/api/v1/swarm/filecast"),
     ("POST", "/api/v1/swarm/filecast/revoke"),
     ("GET", "/api/v1/swarm/filecast/status"),
+    ("GET", "/api/v1/swarm/seeders"),
+    ("POST", "/api/v1/swarm/seeders"),
+    ("DELETE", "/api/v1/swarm/seeders/web01"),
 ]
 
 

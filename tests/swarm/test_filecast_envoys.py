@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import make_envoy
+from fleet_helpers import loopback_node, make_envoy
 from manifest_helpers import SERVER_KEY
 
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import DiscoveryConfig, SwarmConfig, SwarmNode
 from vigo_swarm.blobstore import BlobInfo, describe_file
 from vigo_swarm.filecast import FilecastService, live_filecast, matches_record, plan
 from vigo_swarm.gossip import GossipConfig, ManifestGossip
@@ -54,16 +53,7 @@ async def start(
     ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, mport: int, seed_dir: Path | None = None
 ) -> FilecastService:
     env = make_envoy(ca, tmp, f"f{n}")
-    addr = f"127.0.0.{n}"
-    node = SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address=addr,
-            port=0,
-            advertise_addresses=(addr,),
-            discovery=DiscoveryConfig(port=mport, interface_address=addr, announce_interval_s=0.5),
-        ),
-    )
+    node = loopback_node(env, n, mport)
     gossip = ManifestGossip(
         node,
         ManifestStore(tmp / f"f{n}.db", AUTH),
@@ -145,6 +135,18 @@ def test_plan_links_fetches_unlinks_and_keeps_pinned() -> None:
     assert p.pinned == {a.sha256} and p.referenced == {a.sha256, b.sha256}
     expired = record_for(a, "x/old", retention=Retention.expires_at(time.time() - 1))
     assert live_filecast([expired, ra], time.time()) == [ra]
+
+
+def test_a_replaced_target_keeps_its_old_blob_until_the_new_one_is_complete() -> None:
+    old, new = info_of("a"), info_of("b")
+    replacing = record_for(new, "etc/motd")
+    during = plan([replacing], complete={old.sha256}, links={"etc/motd": old.sha256})
+    assert [r.blob for r in during.fetch] == [new.sha256]
+    assert during.link == () and during.unlink == ()
+    assert old.sha256 in during.referenced  # not collected: the link still needs it
+    after = plan([replacing], complete={old.sha256, new.sha256}, links={"etc/motd": old.sha256})
+    assert after.link == (("etc/motd", new.sha256),)
+    assert after.referenced == {new.sha256}  # collectable once the link moved
 
 
 def test_a_chunk_list_the_record_did_not_sign_is_refused() -> None:

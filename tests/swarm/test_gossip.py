@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 from disk_helpers import fill
-from fleet_helpers import make_envoy
+from fleet_helpers import loopback_node, make_envoy
 from manifest_helpers import ENVOY_KEY, SERVER_KEY, fields
 
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import DiscoveryConfig, SwarmConfig, SwarmNode, http11, pki
+from vigo_swarm import SwarmConfig, SwarmNode, http11, pki
 from vigo_swarm.gossip import PUSH_PATH, GossipConfig, ManifestGossip
 from vigo_swarm.hlc import pack
 from vigo_swarm.manifest import sign, to_wire, tombstone_fields
@@ -33,16 +33,7 @@ async def start(
     ca: FleetCA, tmp_path: Path, nursery: trio.Nursery, n: int, mport: int, name: str
 ) -> tuple[SwarmNode, ManifestGossip]:
     env = make_envoy(ca, tmp_path, name)
-    addr = f"127.0.0.{n}"
-    node = SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address=addr,
-            port=0,
-            advertise_addresses=(addr,),
-            discovery=DiscoveryConfig(port=mport, interface_address=addr, announce_interval_s=0.5),
-        ),
-    )
+    node = loopback_node(env, n, mport)
     store = ManifestStore(tmp_path / f"{name}-manifest.db", AUTH)
     gossip = ManifestGossip(node, store, GossipConfig(min_gap_s=0.2, anti_entropy_interval_s=1))
     await nursery.start(node.run)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import make_envoy
+from fleet_helpers import loopback_node, make_envoy
 
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import DiscoveryConfig, ServerHint, SwarmConfig, SwarmNode
+from vigo_swarm import ServerHint, SwarmNode
 from vigo_swarm.blobstore import BlobInfo, BlobStore, describe_file
 from vigo_swarm.transfer import Fetcher, TransferConfig, register_blob_routes
 
@@ -34,17 +34,7 @@ async def start(
     ca: FleetCA, tmp: Path, nursery: trio.Nursery, n: int, store_cls: type[BlobStore] = BlobStore
 ) -> tuple[SwarmNode, BlobStore]:
     env = make_envoy(ca, tmp, f"t{n}")
-    addr = f"127.0.0.{n}"
-    node = SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address=addr,
-            port=0,
-            advertise_addresses=(addr,),
-            multicast_enabled=False,
-            discovery=DiscoveryConfig(port=1),
-        ),
-    )
+    node = loopback_node(env, n, None)
     store = store_cls(tmp / f"t{n}" / "swarm")
     register_blob_routes(node, store)
     await nursery.start(node.run)
@@ -64,6 +54,17 @@ async def wait_until(pred, what: str, timeout_s: float = 20.0) -> None:  # type:
     with trio.fail_after(timeout_s):
         while not pred():
             await trio.sleep(0.02)
+
+
+async def two_peers(
+    tmp: Path, nursery: trio.Nursery, n: int
+) -> tuple[tuple[SwarmNode, BlobStore], tuple[SwarmNode, BlobStore]]:
+    """Nodes 127.0.0.n and n+1, each with a store, confirmed as each other's peer."""
+    ca = FleetCA.load_or_create(tmp / "ca")
+    first, second = await start(ca, tmp, nursery, n), await start(ca, tmp, nursery, n + 1)
+    introduce([first[0], second[0]])
+    await wait_until(lambda: len(first[0].peers()) == len(second[0].peers()) == 1, "peers")
+    return first, second
 
 
 @pytest.fixture
@@ -125,11 +126,7 @@ async def test_a_corrupt_peer_is_caught_per_chunk_and_the_blob_still_completes(
 async def test_resume_fetches_only_the_missing_chunks(
     tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
 ) -> None:
-    ca = FleetCA.load_or_create(tmp_path / "ca")
-    seed, seed_store = await start(ca, tmp_path, nursery, 95)
-    me, _ = await start(ca, tmp_path, nursery, 96)
-    introduce([seed, me])
-    await wait_until(lambda: len(me.peers()) == 1, "peers")
+    (_, seed_store), (me, _) = await two_peers(tmp_path, nursery, 95)
     path, info = source
     seed_store.add_file(path, CHUNK)
     # a previous run (a crashed daemon) verified the first 25 chunks
@@ -155,17 +152,7 @@ async def test_a_peer_that_cuts_responses_short_never_breaks_the_fetch(
 
     ca = FleetCA.load_or_create(tmp_path / "ca")
     good, good_store = await start(ca, tmp_path, nursery, 85)
-    env = make_envoy(ca, tmp_path, "cutter")
-    cutter = SwarmNode(
-        env.node_identity,
-        SwarmConfig(
-            listen_address="127.0.0.86",
-            port=0,
-            advertise_addresses=("127.0.0.86",),
-            multicast_enabled=False,
-            discovery=DiscoveryConfig(port=1),
-        ),
-    )
+    cutter = loopback_node(make_envoy(ca, tmp_path, "cutter"), 86, None)
     path, info = source
     full = BlobStore(tmp_path / "cutter-store")
     full.add_file(path, CHUNK)
@@ -193,3 +180,98 @@ async def test_a_peer_that_cuts_responses_short_never_breaks_the_fetch(
     done = await fetcher.fetch()
     assert done.read_bytes() == path.read_bytes()
     assert fetcher.progress.sources.get(str(cutter.identity.uuid), 0) == 0
+
+
+async def test_a_superseeded_blob_leaves_the_seed_once_and_receivers_trade_the_rest(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    """With a reveal window longer than the test, the seed may hand each chunk out once:
+    three receivers can only complete by fetching the other chunks from each other."""
+    from vigo_swarm.transfer import BlobServer
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    seed = loopback_node(make_envoy(ca, tmp_path, "seed"), 70, None)
+    seed_store = BlobStore(tmp_path / "seed-store")
+    server = BlobServer(seed, seed_store, reveal_after_s=3600)
+    await nursery.start(seed.run)
+    receivers = [await start(ca, tmp_path, nursery, 71 + i) for i in range(3)]
+    introduce([seed, *(n for n, _ in receivers)])
+    await wait_until(lambda: all(len(n.peers()) == 3 for n, _ in receivers), "peers")
+    path, info = source
+    seed_store.add_file(path, CHUNK)
+    server.superseed(info.sha256)
+    fetchers = [Fetcher(n, s, info, TransferConfig(have_wait_s=2)) for n, s in receivers]
+    async with trio.open_nursery() as inner:
+        for f in fetchers:
+            inner.start_soon(f.fetch)
+    for _, store in receivers:
+        done = store.blob_path(info.sha256)
+        assert done is not None and done.read_bytes() == path.read_bytes()
+    assert server.stats.chunks_served == info.num_chunks  # each chunk left the seed once
+    from_seed = sum(f.progress.sources.get(str(seed.identity.uuid), 0) for f in fetchers)
+    assert from_seed == info.num_chunks
+    assert all(len(f.progress.sources) >= 2 for f in fetchers)  # they traded
+
+
+async def test_have_long_poll_answers_when_a_chunk_arrives_and_refuses_bad_waits(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    (_, holder_store), (asker, _) = await two_peers(tmp_path, nursery, 60)
+    path, info = source
+    partial = holder_store.begin(info)
+    peer = asker.peers()[0]
+    base = f"/swarm/v1/blobs/{info.sha256}"
+    async with await asker.dial(peer) as conn:
+        first = await conn.request("GET", base + "/have")
+        version = first.headers["x-vigo-have-version"]
+        for bad in ("wait=-1", "wait=nan", "wait=21", "wait=x"):
+            resp = await conn.request("GET", f"{base}/have?after={version}&{bad}")
+            assert resp.status == 400 and resp.error_code == "bad_wait", bad
+        resp = await conn.request("GET", f"{base}/info?wait=1e9")
+        assert resp.status == 400 and resp.error_code == "bad_wait"
+
+        async def add_a_chunk() -> None:
+            await trio.sleep(0.2)
+            from vigo_swarm.transfer import board_for
+
+            partial.write_chunk(3, path.read_bytes()[3 * CHUNK : 4 * CHUNK])
+            board_for(holder_store).bump(info.sha256)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(add_a_chunk)
+            with trio.fail_after(15):  # well under the 20 s the poll may be held
+                resp = await conn.request("GET", f"{base}/have?after={version}&wait=20")
+        assert resp.status == 200
+        assert resp.headers["x-vigo-have-version"] != version
+        from vigo_swarm.blobstore import decode_bitmap
+
+        assert decode_bitmap(resp.body, info.num_chunks) == {3}
+
+
+async def test_the_bandwidth_limits_meter_every_chunk_fetched_and_served(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    from vigo_swarm.ratelimit import Limiter
+    from vigo_swarm.transfer import BlobServer
+
+    class Metered(Limiter):
+        taken = 0
+
+        async def take(self, nbytes: int) -> None:
+            self.taken += nbytes
+            await super().take(nbytes)
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    seed = loopback_node(make_envoy(ca, tmp_path, "seed"), 64, None)
+    seed_store, serve = BlobStore(tmp_path / "seed-store"), Metered(200.0)
+    BlobServer(seed, seed_store, serve_limit=serve)
+    await nursery.start(seed.run)
+    me, my_store = await start(ca, tmp_path, nursery, 65)
+    introduce([seed, me])
+    await wait_until(lambda: len(me.peers()) == 1, "peers")
+    path, info = source
+    seed_store.add_file(path, CHUNK)
+    fetch = Metered(200.0)
+    done = await Fetcher(me, my_store, info, TransferConfig(fetch_limit=fetch)).fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert fetch.taken == serve.taken == info.size_bytes

@@ -134,13 +134,15 @@ def scan(owner: Owner) -> tuple[dict[str, Stat], int]:
 def _parent(owner: Owner, path: str, *, create: bool) -> Iterator[tuple[list[int], str]]:
     *dirs, name = validate_name(path).split("/")
 
-    def make_dir(parent: int, child: str) -> None:
-        os.mkdir(child, 0o700, dir_fd=parent)
-        if os.geteuid() == 0:
-            os.chown(child, owner.uid, owner.gid, dir_fd=parent, follow_symlinks=False)
-
     try:
-        with walk_dirs(owner.root, dirs, create=create, make_dir=make_dir) as fds:
+        with walk_dirs(
+            owner.root,
+            dirs,
+            create=create,
+            owner=(owner.uid, owner.gid),
+            make_root=False,
+            label="~/lockbox/",
+        ) as fds:
             yield fds, name
     except MaterializeError as exc:
         raise UnsafeLockbox(f"{path}: {exc}") from exc

@@ -1,0 +1,420 @@
+"""One person's ``~/longdrawer/`` on disk: scan it into index entries, apply peers'
+versions to it. Blocking; the service runs these through ``trio.to_thread``.
+
+The daemon runs as root in a folder a person controls, so (Syncthing's
+CVE-2017-1000420 and directory→symlink swaps):
+
+1. Nothing is read or written through a symlink. Scans walk with ``os.fwalk``
+   (directory fds, symlinks never followed, each directory checked to be the one
+   ``lstat`` saw); writes go through ``materialize.walk_dirs`` (every component opened
+   ``O_NOFOLLOW`` relative to its parent's fd) and the final name is created
+   ``O_EXCL | O_NOFOLLOW`` as a temporary beside it, then renamed.
+2. Only what the person owns is read: an entry whose owner is not the person's uid is
+   skipped (a hard link to someone else's file never leaves the machine).
+3. Files appear whole: a temporary file in the same directory, owned by the person,
+   its mode and mtime set, its whole SHA-256 checked against the entry, fsynced, then
+   renamed over the name; the directory is fsynced.
+4. A peer's version replaces a path only while the disk still shows what the index
+   says (``Stale`` otherwise: the caller rescans first, so an unindexed local edit is
+   never overwritten). A file that changes while it is hashed is not indexed
+   (``changing``) until it is quiet.
+5. A file's content enters the blob store (``add_file``) when it is indexed, so what a
+   peer fetches is an immutable snapshot: a file that changes while it is being sent
+   never materializes torn anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..blobstore import BlobError, BlobStore
+from ..materialize import MaterializeError, walk_dirs
+from .index import MODE_BITS, Decision, Entry, Kind
+from .paths import TMP_PREFIX, BadPath, IgnoreRules, parent_of, validate_path
+from .vv import VersionVector
+
+FOLDER = "longdrawer"
+COPY_BYTES = 1 << 20
+MAX_SMALL_FILE = 64 * 1024  # .longdrawerignore, config.yaml
+
+
+class FolderError(Exception):
+    """A path could not be scanned or written; the message says which and why."""
+
+
+class Stale(FolderError):
+    """The disk no longer shows what the index says: rescan the path first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    login: str
+    uid: int
+    gid: int
+    home: Path
+    pid: str  # keyed hash of the login (announce.person_id)
+
+    @property
+    def root(self) -> Path:
+        return self.home / FOLDER
+
+
+@dataclass(slots=True)
+class ScanResult:
+    changed: list[tuple[Entry, str]] = field(default_factory=list)  # new versions
+    disk_only: list[tuple[str, str]] = field(default_factory=list)  # (path, new signature)
+    changing: list[str] = field(default_factory=list)  # modified while hashed
+    skipped: list[str] = field(default_factory=list)  # not the person's, odd type, bad name
+
+
+def disk_sig(st: os.stat_result) -> str:
+    return (
+        f"{stat.S_IFMT(st.st_mode):o}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:"
+        f"{st.st_mode & MODE_BITS:o}:{st.st_uid}"
+    )
+
+
+def _kind(st: os.stat_result) -> Kind | None:
+    if stat.S_ISREG(st.st_mode):
+        return Kind.FILE
+    if stat.S_ISDIR(st.st_mode):
+        return Kind.DIR
+    if stat.S_ISLNK(st.st_mode):
+        return Kind.SYMLINK
+    return None  # fifos, sockets, devices are not synced
+
+
+def read_person_file(person: Person, dirs: list[str], name: str) -> bytes | None:
+    """A small file the person owns (config.yaml, .longdrawerignore), never via a symlink."""
+    try:
+        with walk_dirs(person.home, dirs, create=False, make_root=False, label="~/") as fds:
+            if len(fds) < len(dirs) + 1:
+                return None
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fds[-1])
+            except FileNotFoundError:
+                return None
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != person.uid:
+                    raise FolderError(f"~/{'/'.join([*dirs, name])}: not a file you own; ignored")
+                if st.st_size > MAX_SMALL_FILE:
+                    raise FolderError(f"~/{'/'.join([*dirs, name])}: over 64 KiB; ignored")
+                return os.read(fd, MAX_SMALL_FILE + 1)
+            finally:
+                os.close(fd)
+    except (OSError, MaterializeError) as exc:
+        raise FolderError(f"~/{'/'.join([*dirs, name])}: {exc}") from exc
+
+
+class Folder:
+    """Scan and write one person's folder; ``envoy`` is this envoy's UUID string."""
+
+    def __init__(self, person: Person, envoy: str, store: BlobStore, chunk_bytes: int) -> None:
+        self.person = person
+        self.envoy = envoy
+        self.store = store
+        self.chunk_bytes = chunk_bytes
+
+    # ------------------------------------------------------------------ scanning
+
+    def scan(
+        self, index: dict[str, tuple[Entry, str]], rules: IgnoreRules, under: str = ""
+    ) -> ScanResult:
+        """Compare the disk with the index below ``under`` ("" = everything)."""
+        result = ScanResult()
+        seen: set[str] = set()
+        pruned: list[str] = []
+        dirs = under.split("/") if under else []
+        try:
+            with walk_dirs(
+                self.person.root, dirs[:-1], create=False, make_root=False, label="~/longdrawer/"
+            ) as fds:
+                if len(fds) == len(dirs[:-1]) + 1:
+                    start_fd = fds[-1]
+                    if dirs:
+                        kind = self._scan_one(start_fd, under, dirs[-1], index, rules, result, seen)
+                        if kind is Kind.DIR:
+                            self._walk(
+                                start_fd, dirs[-1], under, index, rules, result, seen, pruned
+                            )
+                    else:
+                        self._walk(start_fd, ".", "", index, rules, result, seen, pruned)
+        except (OSError, MaterializeError) as exc:
+            raise FolderError(f"scanning ~/longdrawer/{under}: {exc}") from exc
+        now = _now_ns()
+        prefix = under + "/" if under else ""
+        for path, (entry, _) in index.items():
+            if entry.deleted or path in seen:
+                continue
+            if under and path != under and not path.startswith(prefix):
+                continue
+            if rules.ignored(path) or any(path.startswith(p + "/") for p in pruned):
+                continue
+            result.changed.append((entry.tombstone(self.envoy, now), ""))
+        return result
+
+    def _walk(
+        self,
+        parent_fd: int,
+        name: str,
+        rel: str,
+        index: dict[str, tuple[Entry, str]],
+        rules: IgnoreRules,
+        result: ScanResult,
+        seen: set[str],
+        pruned: list[str],
+    ) -> None:
+        for dirpath, dirnames, filenames, dfd in os.fwalk(
+            name, dir_fd=parent_fd, follow_symlinks=False
+        ):
+            base = dirpath[len(name) :].lstrip("/")
+            here = "/".join(p for p in (rel, base) if p)
+            keep = []
+            for child in sorted(dirnames + filenames):
+                path = f"{here}/{child}" if here else child
+                kind = self._scan_one(dfd, path, child, index, rules, result, seen)
+                if child in dirnames and kind is Kind.DIR:
+                    keep.append(child)
+                elif child in dirnames and path not in seen:
+                    pruned.append(path)
+            dirnames[:] = keep
+
+    def _scan_one(
+        self,
+        dfd: int,
+        path: str,
+        name: str,
+        index: dict[str, tuple[Entry, str]],
+        rules: IgnoreRules,
+        result: ScanResult,
+        seen: set[str],
+    ) -> Kind | None:
+        try:
+            validate_path(path)
+        except BadPath:
+            result.skipped.append(path.encode("utf-8", "replace").decode())
+            return None
+        if name.startswith(TMP_PREFIX):
+            # Left by a write that was killed (scans and writes never overlap): remove.
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dfd)
+            return None
+        if rules.ignored(path):
+            return None
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        kind = _kind(st)
+        if kind is None or st.st_uid != self.person.uid:
+            result.skipped.append(path)
+            return None
+        seen.add(path)
+        sig = disk_sig(st)
+        old = index.get(path)
+        if old is not None and not old[0].deleted and old[1] == sig:
+            return kind
+        fresh = self._describe(dfd, name, path, kind, st)
+        if fresh is None:
+            result.changing.append(path)
+            return kind
+        entry, sig = fresh
+        if old is not None and not old[0].deleted and old[0].same_content(entry):
+            result.disk_only.append((path, sig))  # touched, same bytes: no new version
+            return kind
+        vv = old[0].vv if old is not None else VersionVector()
+        result.changed.append((replace(entry, vv=vv.bump(self.envoy)), sig))
+        return kind
+
+    def _describe(
+        self, dfd: int, name: str, path: str, kind: Kind, st: os.stat_result
+    ) -> tuple[Entry, str] | None:
+        base = Entry(
+            path, kind, VersionVector(), self.envoy, st.st_mode & MODE_BITS, st.st_mtime_ns
+        )
+        if kind is Kind.DIR:
+            return base, disk_sig(st)
+        if kind is Kind.SYMLINK:
+            target = os.readlink(name, dir_fd=dfd)
+            if not target or "\0" in target:
+                return None
+            return replace(base, target=target), disk_sig(st)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+        try:
+            before = os.fstat(fd)
+            if before.st_ino != st.st_ino or not stat.S_ISREG(before.st_mode):
+                return None
+            try:
+                # The open fd, reopened through /proc: the very file we checked, no path.
+                info = self.store.add_file(f"/proc/self/fd/{fd}", self.chunk_bytes)
+            except BlobError as exc:
+                raise FolderError(f"~/longdrawer/{path}: {exc}") from exc
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ctime_ns,
+        ) or info.size_bytes != after.st_size:
+            return None  # written to while we hashed: index it when it is quiet
+        entry = replace(
+            base,
+            mode=after.st_mode & MODE_BITS,
+            mtime_ns=after.st_mtime_ns,
+            size=info.size_bytes,
+            sha256=info.sha256,
+            chunk_bytes=info.chunk_bytes,
+            chunks=info.chunk_hashes,
+        )
+        return entry, disk_sig(after)
+
+    # ------------------------------------------------------------------ applying
+
+    @contextlib.contextmanager
+    def _parent(self, path: str, create: bool) -> Iterator[int | None]:
+        parent = parent_of(path)
+        dirs = parent.split("/") if parent else []
+        owner = (self.person.uid, self.person.gid)
+        with walk_dirs(
+            self.person.root,
+            dirs,
+            create=create,
+            owner=owner,
+            make_root=False,
+            label="~/longdrawer/",
+        ) as fds:
+            yield fds[-1] if len(fds) == len(dirs) + 1 else None
+
+    def apply(self, decision: Decision, local: tuple[Entry, str] | None) -> str:
+        """Make the disk show ``decision.entry``; returns the new disk signature.
+
+        Raises Stale (rescan first), FolderError (refused or failed; nothing half-done
+        is visible).
+        """
+        entry = decision.entry
+        assert entry is not None
+        try:
+            validate_path(entry.path)
+            return self._apply(entry, decision.copy_to, local)
+        except (OSError, MaterializeError, BadPath) as exc:
+            raise FolderError(f"writing ~/longdrawer/{entry.path}: {exc}") from exc
+
+    def _apply(self, entry: Entry, copy_to: str, local: tuple[Entry, str] | None) -> str:
+        name = entry.path.rpartition("/")[2]
+        with self._parent(entry.path, create=not entry.deleted) as dfd:
+            if dfd is None:  # the parent is gone: so is the path
+                if local is not None and not local[0].deleted:
+                    raise Stale(f"~/longdrawer/{entry.path}: its directory disappeared")
+                return ""
+            try:
+                st: os.stat_result | None = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            expected = local[1] if local is not None and not local[0].deleted else ""
+            adopt = entry.kind is Kind.DIR and st is not None and stat.S_ISDIR(st.st_mode)
+            if not adopt and (disk_sig(st) if st is not None else "") != expected:
+                raise Stale(f"~/longdrawer/{entry.path} changed on disk since it was indexed")
+            if copy_to and st is not None:
+                copy_name = validate_path(copy_to).rpartition("/")[2]
+                os.rename(name, copy_name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                st = None
+            if entry.deleted:
+                if st is not None:
+                    self._remove(dfd, name, st)
+                os.fsync(dfd)
+                return ""
+            if st is not None and _kind(st) is Kind.DIR and entry.kind is not Kind.DIR:
+                self._remove(dfd, name, st)
+                st = None
+            if entry.kind is Kind.DIR:
+                return self._make_dir(dfd, name, entry, st)
+            same = local is not None and local[0].same_content(entry)
+            if same and st is not None and _kind(st) is entry.kind:
+                return expected  # same bytes already: only the vector changes
+            tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                if entry.kind is Kind.SYMLINK:
+                    os.symlink(entry.target, tmp, dir_fd=dfd)
+                    os.chown(
+                        tmp, self.person.uid, self.person.gid, dir_fd=dfd, follow_symlinks=False
+                    )
+                    os.utime(
+                        tmp, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd, follow_symlinks=False
+                    )
+                else:
+                    self._write_file(dfd, tmp, entry)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+            os.fsync(dfd)
+            return disk_sig(os.stat(name, dir_fd=dfd, follow_symlinks=False))
+
+    def _remove(self, dfd: int, name: str, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(name, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno == errno.ENOTEMPTY:
+                    raise FolderError(f"{name}: directory not empty; kept") from exc
+                raise
+        else:
+            os.unlink(name, dir_fd=dfd)
+
+    def _make_dir(self, dfd: int, name: str, entry: Entry, st: os.stat_result | None) -> str:
+        if st is None:
+            os.mkdir(name, 0o700, dir_fd=dfd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+        try:
+            if st is None:
+                os.fchown(fd, self.person.uid, self.person.gid)
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            os.fsync(dfd)
+            return disk_sig(os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    def _write_file(self, dfd: int, tmp: str, entry: Entry) -> None:
+        blob = self.store.blob_path(entry.sha256)
+        if blob is None:
+            raise FolderError(f"{entry.path}: blob {entry.sha256[:12]} is not in the store")
+        src = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
+            )
+            try:
+                os.fchown(fd, self.person.uid, self.person.gid)
+                digest, buf = hashlib.sha256(), bytearray(COPY_BYTES)
+                while n := os.readv(src, [buf]):
+                    view = memoryview(buf)[:n]
+                    digest.update(view)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if digest.hexdigest() != entry.sha256:
+                    raise FolderError(f"{entry.path}: the stored blob does not match its hash")
+                os.fchmod(fd, entry.mode)
+                os.fsync(fd)
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            finally:
+                os.close(fd)
+        finally:
+            os.close(src)
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()

@@ -1,0 +1,113 @@
+"""TLS over a trio socket for the peer channel, decrypting many records per wake-up.
+
+``trio.SSLStream`` returns one TLS record (≤ 16 KiB) per ``receive_some`` and passes
+through the scheduler for each: on bulk chunk transfer that per-record pass is most of
+the receiver's CPU (STACK.md). ``TLSStream`` does what it does — an ``ssl.SSLObject``
+over two memory BIOs, the socket read and written by trio — but ``receive_some`` hands
+back every record already received and decryptable (up to ``max_bytes``) in one call,
+so the scheduler runs once per socket read (≈ 64 KiB) instead of once per record.
+
+It covers what the peer channel needs, one task at a time per direction: handshake,
+``receive_some``, ``send_all``, ``getpeercert``, ``aclose``. Errors are the ``ssl``
+module's (``SSLError`` and subclasses; a ragged EOF is ``SSLEOFError``) and trio's
+transport errors (``BrokenResourceError``, ``ClosedResourceError``); a clean
+``close_notify`` reads as ``b""``. Messages OpenSSL produces on its own after the
+handshake (session tickets, key updates) are sent as soon as they appear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from typing import Any
+
+import trio
+
+TRANSPORT_READ_BYTES = 65536
+RECORD_BYTES = 16384  # the largest TLS plaintext record: read() never allocates more
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)  # the socket is done
+
+
+class TLSStream(trio.abc.AsyncResource):
+    def __init__(
+        self,
+        transport_stream: trio.SocketStream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.transport_stream = transport_stream
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        self._peer_closed = False
+
+    async def _flush(self) -> None:
+        if self._outgoing.pending:
+            await self.transport_stream.send_all(self._outgoing.read())
+
+    async def _fill(self) -> None:
+        data = await self.transport_stream.receive_some(TRANSPORT_READ_BYTES)
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+
+    async def do_handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+                continue
+            except ssl.SSLError:
+                # tell the peer why (an alert) before the caller closes the socket
+                with trio.move_on_after(1), contextlib.suppress(*_GONE):
+                    await self._flush()
+                raise
+            await self._flush()
+            return
+
+    async def receive_some(self, max_bytes: int = TRANSPORT_READ_BYTES) -> bytes:
+        """Plaintext: at least one byte, at most ``max_bytes``; ``b""`` once the peer
+        closed with close_notify."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                while size < max_bytes:
+                    parts.append(self._tls.read(min(RECORD_BYTES, max_bytes - size)))
+                    size += len(parts[-1])
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                self._peer_closed = True
+            if self._outgoing.pending:  # tickets, key updates, alerts
+                await self._flush()
+            if size or self._peer_closed:
+                break
+            await self._fill()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._tls.write(data)
+        await self._flush()
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return self._tls.getpeercert(binary_form)
+
+    async def aclose(self) -> None:
+        """Send close_notify (best effort, briefly), then close the socket."""
+        try:
+            with trio.move_on_after(0.5), contextlib.suppress(ssl.SSLError, *_GONE):
+                self._tls.unwrap()
+                await self._flush()
+        finally:
+            await self.transport_stream.aclose()
