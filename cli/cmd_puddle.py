@@ -87,11 +87,12 @@ member fetches the newer wrapping from its peers, so the old passphrase stops wo
 everywhere once they have synced.""",
     ),
     "status": (
-        "locked or unlocked, members, open pairing",
+        "locked or unlocked, members, open pairing, lockbox",
         """\
 Show whether your puddle is locked or unlocked on this envoy (and when it locks by
-idle timeout), its public key, wrap version, members and any open pairing code's
-state (never the code itself).""",
+idle timeout), its public key, wrap version, members, any open pairing code's
+state (never the code itself), and your lockbox: files, conflict copies, ciphertext
+held or missing, files waiting to be decrypted, and the last error.""",
     ),
     "export-identity": (
         "write your private key for recovery without Vigo (dangerous)",
@@ -272,6 +273,8 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     st = _ask(args, "puddle.status")
+    if st["state"] != "none":
+        st["lockbox"] = _ask(args, "lockbox.status")
     if args.json:
         emit_json(st)
         return EXIT_OK
@@ -292,7 +295,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{'pairing:':<10}{line}, {pairing['failures']} wrong codes")
     print(f"members (list version {st['members_version']}):")
     _print_members(st["members"])
+    _print_lockbox(st["lockbox"])
     return EXIT_OK
+
+
+def _print_lockbox(lb: dict[str, Any]) -> None:
+    if lb["state"] == "none":
+        print(f"{'lockbox:':<10}not started yet (the daemon picks it up within a minute)")
+        return
+    shown = f"{lb['files']} files"
+    if lb["conflicts"]:
+        shown += f", {lb['conflicts']} conflict copies"
+    if lb["state"] == "locked":
+        shown += f" here; {lb['pending_writes']} to decrypt on unlock"
+    elif lb["pending_writes"]:
+        shown += f"; {lb['pending_writes']} waiting for their ciphertext"
+    print(f"{'lockbox:':<10}{shown}")
+    print(
+        f"{'':<10}ciphertext: {lb['blobs_held']} blobs held, {lb['blobs_missing']} missing; "
+        f"{lb['live_records']} live of {lb['records']} records"
+    )
+    if lb["skipped_local"]:
+        print(f"{'':<10}{lb['skipped_local']} entries skipped (links, special or foreign files)")
+    if lb["last_error"]:
+        print(f"{'':<10}last error: {lb['last_error']}")
 
 
 def cmd_rotate_passphrase(args: argparse.Namespace) -> int:

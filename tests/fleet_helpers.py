@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
+
 from vigo_agent.paths import StatePaths
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, pki
+from vigo_swarm import DiscoveryConfig, NodeIdentity, ServerHint, SwarmConfig, SwarmNode, pki
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,18 @@ def loopback_node(env: FakeEnrolled, n: int, mport: int | None) -> SwarmNode:
             ),
         ),
     )
+
+
+async def introduce(nodes: Sequence[SwarmNode], timeout_s: float = 20.0) -> None:
+    """Give every started node server hints for all the others; wait until all confirmed."""
+    hints = [ServerHint(n.identity.uuid, n.identity.hostname, n.advertise, n.port) for n in nodes]
+    for n in nodes:
+        n.add_server_hints(hints)
+    await wait_until(lambda: all(len(n.peers()) == len(nodes) - 1 for n in nodes), timeout_s)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll ``predicate`` until it holds; TooSlowError after ``timeout_s``."""
+    with trio.fail_after(timeout_s):
+        while not predicate():
+            await trio.sleep(0.05)

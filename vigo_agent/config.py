@@ -44,6 +44,8 @@ class AgentConfig:
     longdrawer_multicast_group: str = "224.0.0.43"
     longdrawer_multicast_port: int = 1532
     longdrawer_rescan_interval_s: float = 60.0
+    lockbox_rescan_s: float = 30.0  # full rescan of each ~/lockbox (watchfiles wakes sooner)
+    lockbox_sync_interval_s: float = 15.0  # record-set exchange with each member envoy
     log_level: str = "info"
 
 
@@ -63,6 +65,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "serve_limit_mbit": (0, 100_000),
     "longdrawer_multicast_port": (1, 65535),
     "longdrawer_rescan_interval_s": (1, 86400),
+    "lockbox_rescan_s": (0.5, 86400),
+    "lockbox_sync_interval_s": (0.5, 86400),
 }
 _LEVELS = {"debug", "info", "warning", "error"}
 _ADDRESS_LISTS = {"advertise_addresses"}

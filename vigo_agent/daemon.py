@@ -9,6 +9,7 @@
     ├── PuddleService        people's puddles: unlocked keys, peer-pair, member-list sync
     ├── GitbackService       people's ~/gitback repos → bundles; mirrors of allowed peers'
     ├── LongdrawerService    people's ~/longdrawer/ in sync (when longdrawer_enabled)
+    ├── LockboxService       people's ~/lockbox: age-encrypted records and blobs, members only
     ├── ControlServer        unix socket for the CLI (SO_PEERCRED)
     └── signal watcher       SIGTERM/SIGINT → cancel everything, exit within 5 s
 
@@ -32,6 +33,7 @@ from vigo_swarm import DiscoveryConfig, NodeIdentity, SwarmConfig, SwarmNode, Ta
 from vigo_swarm.filecast import FilecastService
 from vigo_swarm.gitback.service import GitbackConfig, GitbackService
 from vigo_swarm.gossip import ManifestGossip
+from vigo_swarm.lockbox import LockboxConfig, LockboxService
 from vigo_swarm.longdrawer import LongdrawerConfig, LongdrawerService
 from vigo_swarm.manifest_store import ManifestStore
 from vigo_swarm.node import vars_of
@@ -144,6 +146,15 @@ class Daemon:
         self.longdrawer = longdrawer_service(self.node, paths, config)
         if self.longdrawer is not None:
             self.control.register("longdrawer_status", self._op_longdrawer_status)
+        self.lockbox = LockboxService(
+            self.node,
+            self.puddle,
+            paths.swarm_dir / "lockbox",
+            LockboxConfig(
+                rescan_s=config.lockbox_rescan_s, sync_interval_s=config.lockbox_sync_interval_s
+            ),
+        )
+        self.control.register("lockbox.status", self._op_lockbox_status)
         self.started_unix = time.time()
 
     async def _op_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +171,9 @@ class Daemon:
             "gitback": self.gitback.status(),
             "caller": {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid},
         }
+
+    async def _op_lockbox_status(self, caller: Caller, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.lockbox.status(caller.uid)  # the caller's own lockbox only
 
     async def _op_peers(self, caller: Caller, args: dict[str, Any]) -> list[dict[str, Any]]:
         views = self.node.peers(include_candidates=bool(args.get("all")))
@@ -198,6 +212,7 @@ class Daemon:
                 await nursery.start(self.sidecars.run)
             if self.longdrawer is not None:
                 await nursery.start(self.longdrawer.run)
+            await nursery.start(self.lockbox.run)
             await nursery.start(self.control.run)
             log.info(
                 "envoy %s (%s) ready: peer channel on port %d, control socket %s",

@@ -112,22 +112,46 @@ Handler = Callable[[Request], Awaitable[Response]]
 # Admission runs once per connection, right after the handshake. It returns None to
 # admit, or a reason: every request on that connection is then answered 403 with it.
 Admit = Callable[[PeerIdentity | None], str | None]
+# A claim looks at a route's params and says whether its handler takes this request.
+Claim = Callable[[Mapping[str, str]], bool]
 
 
 # ------------------------------------------------------------------------------ routing
 
 
 class Router:
-    """Method + path-pattern routing; ``{name}`` segments become ``Request.params``."""
+    """Method + path-pattern routing; ``{name}`` segments become ``Request.params``.
+
+    A route added with ``claim`` answers only the paths whose params it accepts, and is
+    tried before every route without one — whatever the order they were added in — so
+    a subsystem can take over a shared pattern for its own keys (lockbox serves its
+    ciphertext blobs, to members only, on the blob routes filecast also serves).
+    """
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler, int]] = []
+        self._claimed: list[tuple[str, re.Pattern[str], Handler, int, Claim]] = []
 
-    def add(self, method: str, pattern: str, handler: Handler, *, max_body: int = 1 << 20) -> None:
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
-        self._routes.append((method.upper(), re.compile(regex), handler, max_body))
+    def add(
+        self,
+        method: str,
+        pattern: str,
+        handler: Handler,
+        *,
+        max_body: int = 1 << 20,
+        claim: Claim | None = None,
+    ) -> None:
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+        if claim is None:
+            self._routes.append((method.upper(), regex, handler, max_body))
+        else:
+            self._claimed.append((method.upper(), regex, handler, max_body, claim))
 
     def route(self, method: str, path: str) -> tuple[Handler, dict[str, str], int]:
+        for m, rx, handler, max_body, claim in self._claimed:
+            match = rx.match(path)
+            if match is not None and m == method and claim(match.groupdict()):
+                return handler, match.groupdict(), max_body
         allowed = False
         for m, rx, handler, max_body in self._routes:
             match = rx.match(path)

@@ -30,7 +30,11 @@ ALICE_PASS = b"alice's long passphrase\n"
 
 
 async def start_daemon(
-    envoy: FakeEnrolled, nursery: trio.Nursery, address: str, home_root: str = ""
+    envoy: FakeEnrolled,
+    nursery: trio.Nursery,
+    address: str,
+    home_root: str = "",
+    lockbox_rescan_s: float = 30.0,
 ) -> Daemon:
     cfg = AgentConfig(
         listen_address=address,
@@ -38,6 +42,7 @@ async def start_daemon(
         multicast_enabled=False,
         advertise_addresses=(address,),
         home_root=home_root,
+        lockbox_rescan_s=lockbox_rescan_s,
     )
     daemon = Daemon(envoy.paths, cfg, load_identity(envoy.paths))
     await nursery.start(daemon.run)
@@ -290,3 +295,50 @@ async def test_control_operations_refuse_bad_arguments(
     )
     assert (await op("puddle.rotate", {"identity": 5})).startswith("corrupt")
     assert (await op("puddle.init", {"state": None})).startswith("corrupt")
+
+
+async def test_bob_cannot_see_or_reach_alices_lockbox(
+    envoy: FakeEnrolled,
+    nursery: trio.Nursery,
+    users: tuple[pwd.struct_passwd, pwd.struct_passwd],
+) -> None:
+    alice, bob = users
+    # a file made before the watcher is set up is found by the rescan
+    await start_daemon(envoy, nursery, "127.0.0.191", lockbox_rescan_s=0.5)
+    sock = ["--socket", str(envoy.paths.control_socket)]
+
+    async def cli(user: pwd.struct_passwd, *argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
+        return await trio.to_thread.run_sync(
+            run_cli_as, user, ["swarm", "puddle", *argv, *sock], stdin
+        )
+
+    code, _, err = await cli(alice, "init", "--passphrase-fd", "0", stdin=ALICE_PASS)
+    assert code == 0, err
+    box = Path(alice.pw_dir) / "lockbox"
+    with trio.fail_after(30):
+        while not box.is_dir():
+            await trio.sleep(0.05)
+    st = box.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (alice.pw_uid, 0o700)
+    (box / "diary.txt").write_bytes(b"dear diary")
+    os.chown(box / "diary.txt", alice.pw_uid, alice.pw_gid)
+
+    async def lockbox_of(user: pwd.struct_passwd) -> dict:
+        code, out, err = await cli(user, "status", "--json")
+        assert code == 0, err
+        return json.loads(out).get("lockbox", {})
+
+    with trio.fail_after(30):
+        while (await lockbox_of(alice)).get("records") != 1:
+            await trio.sleep(0.1)
+    assert (await lockbox_of(alice))["files"] == 1
+    # bob has no puddle: status shows none, and the daemon's op answers for him only
+    assert (await lockbox_of(bob)) == {}
+
+    def bobs_lockbox_status() -> int:
+        print(json.dumps(call(envoy.paths.control_socket, "lockbox.status")))
+        return 0
+
+    code, out, err = await trio.to_thread.run_sync(run_as, bob, bobs_lockbox_status)
+    assert code == 0, err
+    assert json.loads(out) == {"state": "none"}

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from fleet_helpers import FakeEnrolled, make_envoy
+from fleet_helpers import FakeEnrolled, introduce, loopback_node, make_envoy, wait_until
 from puddle_helpers import FAST, new_puddle
 
 from vigo_server_lite.ca import FleetCA
-from vigo_swarm import ServerHint, SwarmConfig, SwarmNode, http11, pki
+from vigo_swarm import SwarmConfig, SwarmNode, http11, pki
 from vigo_swarm.puddle import (
     PairingRefused,
     Person,
@@ -60,13 +60,7 @@ async def start_envoys(
     envoys = []
     for i, name in enumerate(names):
         enrolled = make_envoy(ca, tmp_path, name)
-        addr = f"127.0.0.{base + i}"
-        node = SwarmNode(
-            enrolled.node_identity,
-            SwarmConfig(
-                listen_address=addr, port=0, advertise_addresses=(addr,), multicast_enabled=False
-            ),
-        )
+        node = loopback_node(enrolled, base + i, None)
         home = tmp_path / f"home-{name}"
         home.mkdir()
         service = PuddleService(
@@ -78,20 +72,8 @@ async def start_envoys(
         await nursery.start(node.run)
         await nursery.start(service.run)
         envoys.append(Envoy(enrolled, node, service, home))
-    hints = [
-        ServerHint(e.enrolled.uuid, e.enrolled.name, (f"127.0.0.{base + i}",), e.node.port)
-        for i, e in enumerate(envoys)
-    ]
-    for e in envoys:
-        e.node.add_server_hints(hints)
-    await wait_until(lambda: all(len(e.node.peers()) == len(envoys) - 1 for e in envoys))
+    await introduce([e.node for e in envoys])
     return envoys
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not predicate():
-            await trio.sleep(0.05)
 
 
 async def init_unlocked(e: Envoy) -> object:

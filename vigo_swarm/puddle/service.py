@@ -125,6 +125,7 @@ class PuddleService:
         self._lock = trio.Lock()  # one change to puddle files at a time
         self._wake = trio.Event()
         self._in_flight: set[tuple[uuid.UUID, str]] = set()
+        self._listeners: list[Callable[[], None]] = []
         node.router.add("POST", PAIR_PATH, self._pair_handler, max_body=MAX_BODY)
         node.router.add("POST", STATE_PATH, self._state_handler, max_body=MAX_BODY)
 
@@ -180,8 +181,15 @@ class PuddleService:
         """The person's key while unlocked (a use: it resets the idle timer)."""
         return self.keyring.get(uid, trio.current_time())
 
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever a puddle changes here (unlock, lock, a merged
+        list or wrapping, init, join): lockbox reacts to an unlock at once."""
+        self._listeners.append(listener)
+
     def _changed(self) -> None:
         self._wake.set()
+        for listener in self._listeners:
+            listener()
 
     def _own(self) -> uuid.UUID:
         return self.node.identity.uuid
@@ -244,6 +252,7 @@ class PuddleService:
             await self._io(uid, functools.partial(PuddleDir.create, puddle=new))
             await self._remember(uid, new.public_hex)
         log.info("puddle %s… created for uid %d", new.public_hex[:16], uid)
+        self._changed()
         return {"puddle": new.public_hex}
 
     async def unlock(self, uid: int, seed: bytes, idle_timeout_s: float) -> dict[str, Any]:
@@ -261,6 +270,7 @@ class PuddleService:
         self.book.cancel(uid, trio.current_time())
         if was:
             log.info("puddle of uid %d locked", uid)
+            self._changed()
         return {"was_unlocked": was}
 
     async def pair(self, uid: int) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
     ~/.vigo-puddle/          0700, owned by the person
     ├── identity             0600, the wrapped identity (keys.py, 211 bytes, binary)
-    └── members.json         0600, the signed member list (members.py wire form)
+    ├── members.json         0600, the signed member list (members.py wire form)
+    └── lockbox-state.json   0600, lockbox's record of what it wrote in ~/lockbox
 
 The root daemon reads and writes here on the person's behalf, so every access is made
 safe against the person (or anyone) planting links: the home and the puddle directory
@@ -37,6 +38,8 @@ DIR_NAME = ".vigo-puddle"
 IDENTITY_FILE = "identity"
 MEMBERS_FILE = "members.json"
 MAX_MEMBERS_FILE_BYTES = 64 * 1024
+# companion files other subsystems keep here (same safety rules), and their size caps
+EXTRA_FILES = {"lockbox-state.json": 32 << 20}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -177,7 +180,26 @@ class PuddleDir:
             raise BadMemberList(f"{path}: {exc}") from exc
         return Puddle(identity, members)
 
+    def read_extra(self, name: str) -> bytes | None:
+        """A companion file (``EXTRA_FILES``), or None if it does not exist."""
+        limit = EXTRA_FILES[name]
+        with self._dir() as d:
+            try:
+                data = self._read(d, name, limit)
+            except FileNotFoundError:
+                return None
+        if len(data) > limit:
+            raise UnsafePuddleDir(f"{self.path / name} is over {limit} bytes")
+        return data
+
     # ------------------------------------------------------------------- writes
+
+    def write_extra(self, name: str, data: bytes) -> None:
+        """Replace a companion file (``EXTRA_FILES``) of an existing puddle dir."""
+        if name not in EXTRA_FILES:
+            raise KeyError(name)
+        with self._dir() as d:
+            self._write(d, name, data)
 
     def _write(self, dirfd: int, name: str, data: bytes) -> None:
         tmp = f".{name}.tmp-{secrets.token_hex(6)}"
