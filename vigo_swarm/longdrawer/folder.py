@@ -387,14 +387,15 @@ class Folder:
             os.close(fd)
 
     def _write_file(self, dfd: int, tmp: str, entry: Entry) -> None:
+        """Write the entry's blob as ``tmp`` in the directory ``dfd``, whole: the file is
+        written unnamed (``O_TMPFILE``), checked, fsynced, and only then linked as
+        ``tmp`` — a daemon killed while writing leaves nothing in the folder."""
         blob = self.store.blob_path(entry.sha256)
         if blob is None:
             raise FolderError(f"{entry.path}: blob {entry.sha256[:12]} is not in the store")
         src = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
-            )
+            fd, named = _open_unnamed(dfd, tmp)
             try:
                 os.fchown(fd, self.person.uid, self.person.gid)
                 digest, buf = hashlib.sha256(), bytearray(COPY_BYTES)
@@ -408,10 +409,24 @@ class Folder:
                 os.fchmod(fd, entry.mode)
                 os.fsync(fd)
                 os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+                if not named:
+                    os.link(f"/proc/self/fd/{fd}", tmp, dst_dir_fd=dfd, follow_symlinks=True)
             finally:
                 os.close(fd)
         finally:
             os.close(src)
+
+
+def _open_unnamed(dfd: int, tmp: str) -> tuple[int, bool]:
+    """An unnamed file in the directory (``O_TMPFILE``), or — where the filesystem has
+    none — ``tmp`` created ``O_EXCL``; the flag says which (True: named already)."""
+    try:
+        return os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dfd), False
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    return os.open(tmp, flags, 0o600, dir_fd=dfd), True
 
 
 def _now_ns() -> int:
