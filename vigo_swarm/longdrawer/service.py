@@ -35,7 +35,7 @@ already here (a rename, a copy) moves no bytes.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import dataclasses
 import functools
 import json
@@ -129,6 +129,7 @@ class PersonStats:
     conflicts: int = 0
     refused: int = 0
     bytes_fetched: int = 0
+    small_requests: int = 0  # /small requests made (many small files per request)
     files_written: int = 0
     last_error: str = ""
 
@@ -142,7 +143,8 @@ class PersonSync:
     partners: dict[uuid.UUID, Partner] = field(default_factory=dict)
     cross_addrs: set[str] = field(default_factory=set)
     blobs: set[str] = field(default_factory=set)  # live file hashes (served to partners)
-    fetching: set[str] = field(default_factory=set)
+    # pinned from blob collection: being fetched or applied (count of batches at it)
+    fetching: collections.Counter[str] = field(default_factory=collections.Counter)
     retry_at: dict[str, tuple[int, float]] = field(default_factory=dict)  # sha → (fails, when)
     pending: dict[str, int] = field(default_factory=dict)  # path → bytes still to apply
     changing: list[str] = field(default_factory=list)
@@ -797,6 +799,25 @@ class LongdrawerService:
                         continue
             ready.append(e)
         results += await self._apply_entries(ps, ready)
+        pins = set(small) | set(large)
+        ps.fetching.update(pins)  # kept from blob collection until applied
+        try:
+            await self._fetch_and_apply(ps, conn, small, large, results)
+        finally:
+            ps.fetching.subtract(pins)
+            for sha in pins:
+                if ps.fetching[sha] <= 0:
+                    del ps.fetching[sha]
+        return all(results)
+
+    async def _fetch_and_apply(
+        self,
+        ps: PersonSync,
+        conn: http11.HTTPSConnection,
+        small: dict[str, list[Entry]],
+        large: dict[str, list[Entry]],
+        results: list[bool],
+    ) -> None:
         if small:
             stored = await self._fetch_small(ps, conn, small)
             later: list[Entry] = []
@@ -824,7 +845,6 @@ class LongdrawerService:
             async with trio.open_nursery() as nursery:
                 for group in large.values():
                     nursery.start_soon(fetch_then_apply, group)
-        return all(results)
 
     def _failed(self, ps: PersonSync, sha: str) -> None:
         """A blob could not be had: try it again after 2, 4, 8 … s."""
@@ -869,18 +889,29 @@ class LongdrawerService:
         bytes do not match is dropped (the store verifies the hash) and counted."""
         pid, stored = ps.person.pid, set()
         wanted = {sha: group[0] for sha, group in groups.items()}
-        empty = [sha for sha, e in wanted.items() if e.size == 0]
-        for sha in empty:  # nothing to fetch
-            with contextlib.suppress(BlobError):
-                await trio.to_thread.run_sync(
-                    functools.partial(
-                        self.store.add_bytes, b"", 1 << 20, expect=wanted[sha].blob_info()
-                    )
-                )
-                stored.add(sha)
-        sizes = {sha: e.size for sha, e in wanted.items() if e.size > 0}
         limiter = trio.CapacityLimiter(APPLY_CONCURRENCY)
+
+        async def keep(sha: str, data: bytes) -> None:
+            entry = wanted[sha]
+            add = functools.partial(
+                self.store.add_bytes, data, entry.chunk_bytes, expect=entry.blob_info()
+            )
+            try:
+                async with limiter:
+                    await trio.to_thread.run_sync(add)
+            except BlobError as exc:
+                ps.stats.last_error = f"a partner sent {entry.path} with bad bytes: {exc}"
+                log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
+                return
+            stored.add(sha)
+            ps.stats.bytes_fetched += len(data)
+
+        async with trio.open_nursery() as nursery:
+            for sha in (sha for sha, e in wanted.items() if e.size == 0):
+                nursery.start_soon(keep, sha, b"")  # nothing to fetch
+        sizes = {sha: e.size for sha, e in wanted.items() if e.size > 0}
         for batch in plan_batches(sizes):
+            ps.stats.small_requests += 1
             try:
                 resp = await conn.request(
                     "POST",
@@ -897,26 +928,6 @@ class LongdrawerService:
                 log.info("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
                 return stored
             asked = set(batch)
-
-            async def keep(sha: str, data: bytes) -> None:
-                entry = wanted[sha]
-                try:
-                    async with limiter:
-                        await trio.to_thread.run_sync(
-                            functools.partial(
-                                self.store.add_bytes,
-                                data,
-                                entry.chunk_bytes,
-                                expect=entry.blob_info(),
-                            )
-                        )
-                except BlobError as exc:
-                    ps.stats.last_error = f"a partner sent {entry.path} with bad bytes: {exc}"
-                    log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
-                    return
-                stored.add(sha)
-                ps.stats.bytes_fetched += len(data)
-
             async with trio.open_nursery() as nursery:
                 for sha, data in records:
                     if sha not in asked or len(data) != wanted[sha].size:
@@ -934,7 +945,6 @@ class LongdrawerService:
         async with limiter:
             if self.store.blob_path(info.sha256) is not None:
                 return
-            ps.fetching.add(info.sha256)
             fetcher = Fetcher(
                 cast(SwarmNode, _PersonDialer(self.node, ps.person.pid)),
                 self.store,
@@ -952,7 +962,6 @@ class LongdrawerService:
                 ps.stats.last_error = f"fetching {entry.path}: {exc}"
                 log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
             finally:
-                ps.fetching.discard(info.sha256)
                 ps.fetchers.discard(fetcher)
                 ps.stats.bytes_fetched += fetcher.progress.bytes_in
 

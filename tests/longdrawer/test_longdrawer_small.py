@@ -1,0 +1,49 @@
+"""Many small files at once: a thousand 4 KiB files made on one envoy arrive on the
+other in a handful of /small requests (not a Fetcher, with its TLS handshakes, each),
+whole and identical."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+from ld_helpers import partnered, start_envoy, tree_digest, wait_until
+
+from vigo_server_lite.ca import FleetCA
+from vigo_swarm.longdrawer.batch import MAX_SMALL_COUNT
+
+pytestmark = pytest.mark.integration
+
+FILES = 1000
+
+
+async def test_a_thousand_small_files_come_in_few_requests(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    mport = 40000 + uuid.uuid4().int % 20000
+    a = await start_envoy(ca, tmp_path, nursery, 41, mport)
+    b = await start_envoy(ca, tmp_path, nursery, 42, mport)
+    await wait_until(lambda: partnered(a, b), "partners")
+    fa, fb = a.folder(), b.folder()
+    (fa / "many").mkdir()
+    started = time.monotonic()
+    for i in range(FILES):
+        (fa / "many" / f"f{i:04}.bin").write_bytes(os.urandom(4096))
+    (fa / "many" / "empty.txt").write_bytes(b"")
+
+    def arrived() -> bool:
+        return (fb / "many").is_dir() and len(os.listdir(fb / "many")) == FILES + 1
+
+    await wait_until(arrived, "all small files on b", timeout_s=90)
+    print(f"{FILES} x 4 KiB: {time.monotonic() - started:.2f} s")  # informative only
+    await wait_until(lambda: tree_digest(fa) == tree_digest(fb), "identical trees")
+    (ps,) = b.svc.people.values()
+    # every file came whole in /small answers: a few requests, no per-file fetch
+    assert 1 <= ps.stats.small_requests <= 3 * (FILES // MAX_SMALL_COUNT + 1)
+    assert ps.stats.bytes_fetched == FILES * 4096
+    assert ps.stats.files_written == FILES + 1
