@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import trio
-from ld_helpers import partnered, start_envoy, tree_digest, wait_until
+from ld_helpers import pair, tree_digest, wait_until
 
-from vigo_server_lite.ca import FleetCA
 from vigo_swarm.longdrawer.batch import MAX_SMALL_COUNT
 
 pytestmark = pytest.mark.integration
@@ -24,11 +22,7 @@ FILES = 1000
 async def test_a_thousand_small_files_come_in_few_requests(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    ca = FleetCA.load_or_create(tmp_path / "ca")
-    mport = 40000 + uuid.uuid4().int % 20000
-    a = await start_envoy(ca, tmp_path, nursery, 41, mport)
-    b = await start_envoy(ca, tmp_path, nursery, 42, mport)
-    await wait_until(lambda: partnered(a, b), "partners")
+    a, b = await pair(tmp_path, nursery, 41, 42)
     fa, fb = a.folder(), b.folder()
     (fa / "many").mkdir()
     started = time.monotonic()
