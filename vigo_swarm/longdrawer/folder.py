@@ -11,9 +11,10 @@ CVE-2017-1000420 and directory→symlink swaps):
    ``O_EXCL | O_NOFOLLOW`` as a temporary beside it, then renamed.
 2. Only what the person owns is read: an entry whose owner is not the person's uid is
    skipped (a hard link to someone else's file never leaves the machine).
-3. Files appear whole: a temporary file in the same directory, owned by the person,
-   its mode and mtime set, its whole SHA-256 checked against the entry, fsynced, then
-   renamed over the name; the directory is fsynced.
+3. Files appear whole: written unnamed (``O_TMPFILE``) in the same directory, owned
+   by the person, its mode and mtime set, its whole SHA-256 checked against the
+   entry, fsynced, only then linked as a temporary name and renamed over the name;
+   the directory is fsynced.
 4. A peer's version replaces a path only while the disk still shows what the index
    says (``Stale`` otherwise: the caller rescans first, so an unindexed local edit is
    never overwritten). A file that changes while it is hashed is not indexed

@@ -25,12 +25,14 @@ Routes (JSON bodies; see docs/longdrawer.md):
     POST /longdrawer/v1/{id}/index       {"epoch", "since", "limit"} →
                                          {"epoch", "seq", "entries": […], "more"}
     POST /longdrawer/v1/{id}/notify      {"seq"} → {"ok": true}  (pull soon)
+    POST /longdrawer/v1/{id}/small       {"sha256": […]} → many small blobs (batch.py)
     GET  /longdrawer/v1/{id}/blobs/{sha}/info|have|chunks/{i}
                                          the swarm transfer's blob routes, per person
 
-Files are fetched with the swarm ``Fetcher`` as-is (its requests are re-rooted under
-the person's blob routes) into the longdrawer blob store; a version whose blob is
-already here (a rename, a copy) moves no bytes.
+Small files (one chunk) come many per ``/small`` request on the connection the index
+was pulled on; larger ones are fetched with the swarm ``Fetcher`` as-is (its requests
+are re-rooted under the person's blob routes) into the longdrawer blob store; a
+version whose blob is already here (a rename, a copy) moves no bytes.
 """
 
 from __future__ import annotations
