@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
+from vigo_swarm.homes import home_of
 from vigo_swarm.puddle import (
     BadMemberList,
     CorruptIdentity,
@@ -43,9 +43,9 @@ def person_resolver(home_root: str) -> Callable[[int], Person]:
             entry = pwd.getpwuid(uid)
         except KeyError as exc:
             raise PuddleStateError(f"uid {uid} has no passwd entry") from exc
+        home = home_of(entry, home_root)
         if not home_root:
-            return Person(uid, entry.pw_gid, Path(entry.pw_dir))
-        home = Path(home_root) / entry.pw_name
+            return Person(uid, entry.pw_gid, home)
         if not home.is_dir():
             home.mkdir(mode=0o700, parents=True, exist_ok=True)
             if os.geteuid() == 0:

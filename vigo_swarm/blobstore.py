@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -313,27 +314,45 @@ class BlobStore:
         With ``expect``, the copy must match it exactly, else BlobMismatch and nothing is
         stored. A blob already complete here is kept as it is (same bytes by hash).
         """
+        with _io(f"adding {path} to the blob store at {self.root}"), open(path, "rb") as src:
+            return self._add_stream(src, str(path), chunk_bytes, expect)
+
+    def add_bytes(
+        self, data: bytes, chunk_bytes: int, *, expect: BlobInfo | None = None
+    ) -> BlobInfo:
+        """``add_file`` for bytes already in memory (a small blob received whole)."""
+        with _io(f"adding a blob to the blob store at {self.root}"):
+            return self._add_stream(io.BytesIO(data), "the bytes", chunk_bytes, expect)
+
+    def _add_stream(
+        self, src: io.BufferedIOBase, what: str, chunk_bytes: int, expect: BlobInfo | None
+    ) -> BlobInfo:
         hasher, buf = _Hasher(chunk_bytes), bytearray(READ_BYTES)
         tmp = os.path.join(self._tmp, f"add-{secrets.token_hex(8)}")
         try:
-            with _io(f"adding {path} to the blob store at {self.root}"):
-                with open(path, "rb") as src:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o444)
-                    try:
-                        while n := src.readinto(buf):
-                            hasher.update(memoryview(buf)[:n])
-                            write_all(fd, memoryview(buf)[:n], None)
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                info = hasher.info()
-                if expect is not None and info != expect:
-                    raise BlobMismatch(f"{path} is blob {info.sha256[:12]}, not the one expected")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o444)
+            try:
+                while n := src.readinto(buf):
+                    hasher.update(memoryview(buf)[:n])
+                    write_all(fd, memoryview(buf)[:n], None)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            info = hasher.info()
+            if expect is not None and info != expect:
+                raise BlobMismatch(f"{what} is blob {info.sha256[:12]}, not the one expected")
+            if self.blob_path(info.sha256) is None:
+                # The fsyncs stay outside the lock, so that adds in parallel threads share
+                # the journal's commits; the info record is durable before the blob shows.
+                self._write_info(info)
                 with self._lock:
-                    if self.blob_path(info.sha256) is None:
-                        self._write_info(info)
+                    moved = self.blob_path(info.sha256) is None
+                    if moved:
+                        if not os.path.exists(os.path.join(self._info_dir, info.sha256)):
+                            self._write_info(info)  # a gc() between took it: again
                         os.rename(tmp, self._complete_path(info.sha256))
-                        fsync_dir(self._blobs)
+                if moved:
+                    fsync_dir(self._blobs)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

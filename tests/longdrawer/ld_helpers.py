@@ -125,3 +125,15 @@ async def wait_until(pred: Callable[[], bool], what: str, timeout_s: float = 30.
     with trio.fail_after(timeout_s):
         while not pred():
             await trio.sleep(0.05)
+
+
+async def pair(tmp: Path, nursery: trio.Nursery, n1: int, n2: int) -> tuple[LdEnvoy, LdEnvoy]:
+    """Two envoys on loopback (127.0.0.n1, n2), partnered for root's folder."""
+    import uuid
+
+    ca = FleetCA.load_or_create(tmp / "ca")
+    mport = 40000 + uuid.uuid4().int % 20000
+    a = await start_envoy(ca, tmp, nursery, n1, mport)
+    b = await start_envoy(ca, tmp, nursery, n2, mport)
+    await wait_until(lambda: partnered(a, b), "partners")
+    return a, b

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ld_netlab import bob, homes_dir  # noqa: F401  (longdrawer: a real user)
 
 from netlab import Lab, wait_for
 from netlab.pytest_fixtures import fleet_factory, lab_factory  # noqa: F401

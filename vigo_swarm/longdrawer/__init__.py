@@ -5,7 +5,8 @@ own multicast group UDP 224.0.0.43:1532; extra peers from ``cross_subnet_peers``
 ``~/.longdrawer/config.yaml``. See docs/longdrawer.md.
 
 Modules: ``vv`` (version vectors), ``paths`` (validation, ignores, conflict names),
-``index`` (entries, wire form, the conflict decision) — pure; ``announce`` (multicast
+``index`` (entries, wire form, the conflict decision), ``batch`` (the small-files
+answer) — pure; ``announce`` (multicast
 codec, person ids), ``config``, ``store`` (SQLite index), ``folder`` (scan and write a
 person's folder, blocking), ``service`` (the trio service).
 
@@ -14,6 +15,7 @@ Exceptions::
     BadPath (ValueError)        a path that may not name anything in a folder
     BadEntry (ValueError)       a peer's index entry broke a rule
     AnnounceError               a datagram is not a longdrawer announcement
+    BadBatch (ValueError)       a small-files answer is malformed
     PersonConfigError           ~/.longdrawer/config.yaml holds something refused
     IndexStoreError             the index database failed
     FolderError                 a path could not be scanned or written
@@ -21,6 +23,7 @@ Exceptions::
 """
 
 from .announce import AnnounceError, person_id, person_key
+from .batch import BadBatch
 from .config import LongdrawerConfig, PersonConfig, PersonConfigError
 from .folder import Folder, FolderError, Person, Stale
 from .index import Action, BadEntry, Decision, Entry, Kind, decide, from_wire, to_wire
@@ -32,6 +35,7 @@ from .vv import Order, VersionVector
 __all__ = [
     "Action",
     "AnnounceError",
+    "BadBatch",
     "BadEntry",
     "BadPath",
     "Decision",

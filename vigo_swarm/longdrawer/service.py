@@ -25,17 +25,21 @@ Routes (JSON bodies; see docs/longdrawer.md):
     POST /longdrawer/v1/{id}/index       {"epoch", "since", "limit"} →
                                          {"epoch", "seq", "entries": […], "more"}
     POST /longdrawer/v1/{id}/notify      {"seq"} → {"ok": true}  (pull soon)
+    POST /longdrawer/v1/{id}/small       {"sha256": […]} → many small blobs (batch.py)
     GET  /longdrawer/v1/{id}/blobs/{sha}/info|have|chunks/{i}
                                          the swarm transfer's blob routes, per person
 
-Files are fetched with the swarm ``Fetcher`` as-is (its requests are re-rooted under
-the person's blob routes) into the longdrawer blob store; a version whose blob is
-already here (a rename, a copy) moves no bytes.
+Small files (one chunk) come many per ``/small`` request on the connection the index
+was pulled on; larger ones are fetched with the swarm ``Fetcher`` as-is (its requests
+are re-rooted under the person's blob routes) into the longdrawer blob store; a
+version whose blob is already here (a rename, a copy) moves no bytes.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -51,13 +55,23 @@ import trio
 
 from .. import http11, pki
 from ..blobroutes import PrefixedDialer, private_blob_router
-from ..blobstore import BlobError, BlobStore
+from ..blobstore import BlobError, BlobStore, is_sha256
 from ..discovery import DiscoveryConfig, MulticastDiscovery
+from ..homes import home_of
 from ..materialize import TargetRefused
 from ..node import SwarmNode
 from ..peers import PeerView
 from ..transfer import Fetcher, TransferConfig
 from .announce import PERSON_ID, Announcement, decode, person_id, person_key, split
+from .batch import (
+    MAX_SMALL_ANSWER_BYTES,
+    MAX_SMALL_COUNT,
+    SMALL_BLOB_BYTES,
+    BadBatch,
+    decode_small,
+    encode_small,
+    plan_batches,
+)
 from .config import LongdrawerConfig, PersonConfig, PersonConfigError, load_person_config
 from .folder import Folder, FolderError, Person, ScanResult, Stale, read_person_file
 from .index import Action, BadEntry, Decision, Entry, Kind, decide, from_wire, to_wire
@@ -71,6 +85,7 @@ HELLO_PATH = PREFIX + "/hello"
 MAX_INDEX_LIMIT = 2000
 MAX_INDEX_BODY = 64 << 20
 FETCH_CONCURRENCY = 8
+APPLY_CONCURRENCY = 16  # files written (and fsynced) side by side
 STALL_S = 30.0  # a fetch with no new chunk for this long is given up (retried later)
 BAD_STALL_S = 3.0  # … this long once a partner has served a chunk that did not match
 RETRY_MAX_S = 300.0  # a blob that failed is retried after 2, 4, 8 … s up to this
@@ -116,6 +131,7 @@ class PersonStats:
     conflicts: int = 0
     refused: int = 0
     bytes_fetched: int = 0
+    small_requests: int = 0  # /small requests made (many small files per request)
     files_written: int = 0
     last_error: str = ""
 
@@ -129,7 +145,8 @@ class PersonSync:
     partners: dict[uuid.UUID, Partner] = field(default_factory=dict)
     cross_addrs: set[str] = field(default_factory=set)
     blobs: set[str] = field(default_factory=set)  # live file hashes (served to partners)
-    fetching: set[str] = field(default_factory=set)
+    # pinned from blob collection: being fetched or applied (count of batches at it)
+    fetching: collections.Counter[str] = field(default_factory=collections.Counter)
     retry_at: dict[str, tuple[int, float]] = field(default_factory=dict)  # sha → (fails, when)
     pending: dict[str, int] = field(default_factory=dict)  # path → bytes still to apply
     changing: list[str] = field(default_factory=list)
@@ -137,6 +154,8 @@ class PersonSync:
     stats: PersonStats = field(default_factory=PersonStats)
     lock: trio.Lock = field(default_factory=trio.Lock)
     wake: trio.Event = field(default_factory=trio.Event)
+    changed: trio.Event = field(default_factory=trio.Event)  # tell partners (coalesced)
+    fetchers: set[Fetcher] = field(default_factory=set)  # in flight (live byte counts)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
@@ -153,7 +172,7 @@ def find_people(home_root: str, key: bytes) -> list[Person]:
     ``<home_root>/<login>`` when set (tests, netlab: many envoys on one machine)."""
     found: dict[int, Person] = {}
     for pw in pwd.getpwall():
-        home = Path(home_root) / pw.pw_name if home_root else Path(pw.pw_dir)
+        home = home_of(pw, home_root)
         try:
             st = os.lstat(home / "longdrawer")
         except (OSError, ValueError):
@@ -205,6 +224,7 @@ class LongdrawerService:
         r.add("POST", HELLO_PATH, self._hello, max_body=64 << 10)
         r.add("POST", PREFIX + "/{pid}/index", self._serve_index, max_body=4096)
         r.add("POST", PREFIX + "/{pid}/notify", self._notify_handler, max_body=4096)
+        r.add("POST", PREFIX + "/{pid}/small", self._serve_small, max_body=128 << 10)
         for tail in ("info", "have", "chunks/{index}"):
             r.add("GET", PREFIX + "/{pid}/blobs/{sha}/" + tail, self._serve_blob, max_body=0)
 
@@ -265,6 +285,7 @@ class LongdrawerService:
                 nursery.start_soon(self._rescan_loop, ps)
                 nursery.start_soon(self._sync_loop, ps)
                 nursery.start_soon(self._cross_subnet_loop, ps)
+                nursery.start_soon(self._notifier, ps, nursery)
                 task_status.started()
         task_status.started()  # cancelled before it was ready: the caller still returns
 
@@ -468,6 +489,40 @@ class LongdrawerService:
         handler, params, _ = self._blob_router.route("GET", "/swarm/v1/blobs/" + rest)
         return await handler(dataclasses.replace(request, params=params))
 
+    async def _serve_small(self, request: http11.Request) -> http11.Response:
+        """Many small blobs of the person's live index in one answer (batch.py)."""
+        ps = self._partner_person(request)
+        body = request.json()
+        shas = body.get("sha256") if isinstance(body, dict) else None
+        if (
+            not isinstance(shas, list)
+            or len(shas) > MAX_SMALL_COUNT
+            or not all(is_sha256(sha) for sha in shas)
+        ):
+            raise http11.HTTPError(
+                400, "bad_request", f"sha256 must be a list of at most {MAX_SMALL_COUNT} hashes"
+            )
+        live = ps.blobs
+
+        def read() -> bytes:
+            records, total = [], 0
+            for sha in dict.fromkeys(shas):
+                info = self.store.info(sha) if sha in live else None
+                if info is None or info.num_chunks != 1 or info.size_bytes > SMALL_BLOB_BYTES:
+                    continue
+                if total + info.size_bytes > MAX_SMALL_ANSWER_BYTES:
+                    break
+                try:
+                    data = self.store.read_chunk(sha, 0)  # re-verified against its hash
+                except BlobError:
+                    continue
+                records.append((sha, data))
+                total += len(data)
+            return encode_small(records)
+
+        data = await trio.to_thread.run_sync(read)
+        return http11.Response(body=data, content_type="application/octet-stream")
+
     # ------------------------------------------------------------- scanning
 
     async def _load_settings(self, ps: PersonSync) -> None:
@@ -522,20 +577,25 @@ class LongdrawerService:
             await self._after_change(ps)
 
     async def _after_change(self, ps: PersonSync) -> None:
-        pid = ps.person.pid
-        ps.blobs = await trio.to_thread.run_sync(self._live_blobs, pid)
-        _, seq = await trio.to_thread.run_sync(self.index.state, pid)
-        self.announce_soon()
-        if self._nursery is not None:
-            for partner in list(ps.partners.values()):
-                self._nursery.start_soon(self._notify, ps, partner, seq)
+        """The person's index changed: the notifier tells the partners (coalesced, so a
+        batch of a thousand files makes one round of notifications, not a thousand)."""
+        ps.changed.set()
 
-    def _live_blobs(self, pid: str) -> set[str]:
-        return {
-            e.sha256
-            for e, _ in self.index.all(pid).values()
-            if e.kind is Kind.FILE and not e.deleted
-        }
+    async def _notifier(self, ps: PersonSync, nursery: trio.Nursery) -> None:
+        pid = ps.person.pid
+        while True:
+            await ps.changed.wait()
+            ps.changed = trio.Event()
+            try:
+                ps.blobs = await trio.to_thread.run_sync(self.index.live_blobs, pid)
+                _, seq = await trio.to_thread.run_sync(self.index.state, pid)
+            except IndexStoreError as exc:
+                ps.stats.last_error = str(exc)
+                log.warning("longdrawer: %s: %s", ps.person.login, exc)
+                continue
+            self.announce_soon()
+            for partner in list(ps.partners.values()):
+                nursery.start_soon(self._notify, ps, partner, seq)
 
     async def _notify(self, ps: PersonSync, partner: Partner, seq: int) -> None:
         body = json.dumps({"seq": seq}).encode()
@@ -637,7 +697,7 @@ class LongdrawerService:
                     if resp.status != 200:
                         raise http11.ClientError(f"index answered {resp.status}")
                     their_epoch, seq, entries, more = self._parse_index(ps, resp.body)
-                    if not await self._apply_batch(ps, entries):
+                    if not await self._apply_batch(ps, entries, conn):
                         partner.dirty = True  # retried at the next pull
                         break
                     since = max([seq if not more else 0, *(e.seq for e in entries)])
@@ -677,55 +737,182 @@ class LongdrawerService:
                 log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
         return epoch, seq, entries, more
 
-    async def _apply_batch(self, ps: PersonSync, entries: list[Entry]) -> bool:
-        """Apply a batch; True when every entry is done. Entries whose blob is here go
-        first (directories top-down, deletions bottom-up); each file still to fetch is
-        applied as soon as its own blob arrives, so one stuck file holds up no other."""
+    async def _apply_batch(
+        self, ps: PersonSync, entries: list[Entry], conn: http11.HTTPSConnection
+    ) -> bool:
+        """Apply a batch pulled over ``conn``; True when every entry is done.
+
+        Entries whose blob is here go first. Small files still to fetch come in a few
+        ``/small`` requests on ``conn`` (many per answer); each large one is fetched by
+        a swarm ``Fetcher`` from every partner that has it and applied as soon as its
+        own blob arrives, so one stuck file holds up no other."""
         pid = ps.person.pid
         ready: list[Entry] = []
-        waiting: dict[str, list[Entry]] = {}
+        small: dict[str, list[Entry]] = {}
+        large: dict[str, list[Entry]] = {}
         results: list[bool] = []
-        for e in entries:
+        now = trio.current_time()
+        for e in {e.path: e for e in entries}.values():  # one entry per path
             if e.kind is Kind.FILE and not e.deleted and not ps.rules.ignored(e.path):
                 local = await trio.to_thread.run_sync(self.index.get, pid, e.path)
                 if local is None or not local[0].vv.dominates(e.vv):
                     ps.pending[e.path] = e.size
                     if self.store.blob_path(e.sha256) is None:
-                        if ps.retry_at.get(e.sha256, (0, 0.0))[1] <= trio.current_time():
-                            waiting.setdefault(e.sha256, []).append(e)
-                        else:
+                        if ps.retry_at.get(e.sha256, (0, 0.0))[1] > now:
                             results.append(False)  # failed lately: its turn comes later
+                        elif e.size <= SMALL_BLOB_BYTES and e.blob_info().num_chunks <= 1:
+                            small.setdefault(e.sha256, []).append(e)
+                        else:
+                            large.setdefault(e.sha256, []).append(e)
                         continue
             ready.append(e)
-        ready.sort(key=lambda e: (e.deleted, -depth(e.path) if e.deleted else depth(e.path)))
-        results += [await self._apply_one(ps, e) for e in ready]
-        if waiting:
+        results += await self._apply_entries(ps, ready)
+        pins = set(small) | set(large)
+        ps.fetching.update(pins)  # kept from blob collection until applied
+        try:
+            await self._fetch_and_apply(ps, conn, small, large, results)
+        finally:
+            ps.fetching.subtract(pins)
+            for sha in pins:
+                if ps.fetching[sha] <= 0:
+                    del ps.fetching[sha]
+        return all(results)
+
+    async def _fetch_and_apply(
+        self,
+        ps: PersonSync,
+        conn: http11.HTTPSConnection,
+        small: dict[str, list[Entry]],
+        large: dict[str, list[Entry]],
+        results: list[bool],
+    ) -> None:
+        if small:
+            stored = await self._fetch_small(ps, conn, small)
+            later: list[Entry] = []
+            for sha, group in small.items():
+                if sha in stored:
+                    ps.retry_at.pop(sha, None)
+                    later += group
+                else:
+                    self._failed(ps, sha)
+                    results.append(False)
+            results += await self._apply_entries(ps, later)
+        if large:
             limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
 
             async def fetch_then_apply(group: list[Entry]) -> None:
                 sha = group[0].sha256
                 await self._fetch(ps, group[0], limiter)
                 if self.store.blob_path(sha) is None:
-                    fails = ps.retry_at.get(sha, (0, 0.0))[0] + 1
-                    delay = min(RETRY_MAX_S, 2.0**fails)
-                    ps.retry_at[sha] = (fails, trio.current_time() + delay)
+                    self._failed(ps, sha)
                     results.append(False)
                     return
                 ps.retry_at.pop(sha, None)
-                for e in group:
-                    results.append(await self._apply_one(ps, e))
+                results.extend(await self._apply_entries(ps, group))
 
             async with trio.open_nursery() as nursery:
-                for group in waiting.values():
+                for group in large.values():
                     nursery.start_soon(fetch_then_apply, group)
-        return all(results)
+
+    def _failed(self, ps: PersonSync, sha: str) -> None:
+        """A blob could not be had: try it again after 2, 4, 8 … s."""
+        fails = ps.retry_at.get(sha, (0, 0.0))[0] + 1
+        ps.retry_at[sha] = (fails, trio.current_time() + min(RETRY_MAX_S, 2.0**fails))
+
+    async def _apply_entries(self, ps: PersonSync, entries: list[Entry]) -> list[bool]:
+        """Apply entries under the person's lock: directories top-down, then files and
+        links side by side (their fsyncs share the journal's commits), then deletions
+        bottom-up. One notification round for the lot."""
+        if not entries:
+            return []
+        dirs = sorted(
+            (e for e in entries if e.kind is Kind.DIR and not e.deleted),
+            key=lambda e: depth(e.path),
+        )
+        others = [e for e in entries if e.kind is not Kind.DIR and not e.deleted]
+        gone = sorted((e for e in entries if e.deleted), key=lambda e: -depth(e.path))
+        results: list[bool] = []
+        async with ps.lock:
+            for e in dirs:
+                results.append(await self._apply_locked(ps, e))
+            limiter = trio.CapacityLimiter(APPLY_CONCURRENCY)
+
+            async def one(e: Entry) -> None:
+                async with limiter:
+                    results.append(await self._apply_locked(ps, e))
+
+            async with trio.open_nursery() as nursery:
+                for e in others:
+                    nursery.start_soon(one, e)
+            for e in gone:
+                results.append(await self._apply_locked(ps, e))
+        await self._after_change(ps)
+        return results
+
+    async def _fetch_small(
+        self, ps: PersonSync, conn: http11.HTTPSConnection, groups: dict[str, list[Entry]]
+    ) -> set[str]:
+        """Fetch small blobs whole, many per request, on the pull's connection; the
+        hashes now in the store. A record nobody asked for, of the wrong size or whose
+        bytes do not match is dropped (the store verifies the hash) and counted."""
+        pid, stored = ps.person.pid, set()
+        wanted = {sha: group[0] for sha, group in groups.items()}
+        limiter = trio.CapacityLimiter(APPLY_CONCURRENCY)
+
+        async def keep(sha: str, data: bytes) -> None:
+            entry = wanted[sha]
+            add = functools.partial(
+                self.store.add_bytes, data, entry.chunk_bytes, expect=entry.blob_info()
+            )
+            try:
+                async with limiter:
+                    await trio.to_thread.run_sync(add)
+            except BlobError as exc:
+                ps.stats.last_error = f"a partner sent {entry.path} with bad bytes: {exc}"
+                log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
+                return
+            stored.add(sha)
+            ps.stats.bytes_fetched += len(data)
+
+        async with trio.open_nursery() as nursery:
+            for sha in (sha for sha, e in wanted.items() if e.size == 0):
+                nursery.start_soon(keep, sha, b"")  # nothing to fetch
+        sizes = {sha: e.size for sha, e in wanted.items() if e.size > 0}
+        for batch in plan_batches(sizes):
+            ps.stats.small_requests += 1
+            try:
+                resp = await conn.request(
+                    "POST",
+                    f"{PREFIX}/{pid}/small",
+                    body=json.dumps({"sha256": batch}).encode(),
+                    max_body=MAX_SMALL_ANSWER_BYTES + 64 * len(batch),
+                    timeout_s=REQUEST_TIMEOUT_S,
+                )
+                if resp.status != 200:
+                    raise http11.ClientError(f"small answered {resp.status}")
+                records = decode_small(resp.body)
+            except (http11.ClientError, BadBatch) as exc:
+                ps.stats.last_error = f"fetching small files: {exc}"
+                log.info("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
+                return stored
+            asked = set(batch)
+            async with trio.open_nursery() as nursery:
+                for sha, data in records:
+                    if sha not in asked or len(data) != wanted[sha].size:
+                        ps.stats.refused += 1
+                        ps.stats.last_error = (
+                            f"a partner sent an unasked or mis-sized blob {sha[:12]}"
+                        )
+                        continue
+                    asked.discard(sha)
+                    nursery.start_soon(keep, sha, data)
+        return stored
 
     async def _fetch(self, ps: PersonSync, entry: Entry, limiter: trio.CapacityLimiter) -> None:
         info = entry.blob_info()
         async with limiter:
             if self.store.blob_path(info.sha256) is not None:
                 return
-            ps.fetching.add(info.sha256)
             fetcher = Fetcher(
                 PrefixedDialer(self.node, f"{PREFIX}/{ps.person.pid}/blobs/").as_node(),
                 self.store,
@@ -733,6 +920,7 @@ class LongdrawerService:
                 self.transfer,
                 peers=lambda: [p.view() for p in ps.partners.values()],
             )
+            ps.fetchers.add(fetcher)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._stall_watch, fetcher, nursery.cancel_scope)
@@ -742,7 +930,7 @@ class LongdrawerService:
                 ps.stats.last_error = f"fetching {entry.path}: {exc}"
                 log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
             finally:
-                ps.fetching.discard(info.sha256)
+                ps.fetchers.discard(fetcher)
                 ps.stats.bytes_fetched += fetcher.progress.bytes_in
 
     async def _stall_watch(self, fetcher: Fetcher, scope: trio.CancelScope) -> None:
@@ -757,58 +945,55 @@ class LongdrawerService:
                 scope.cancel()
                 return
 
-    async def _apply_one(self, ps: PersonSync, remote: Entry) -> bool:
-        """Apply one peer entry; False = not done (retry at the next pull)."""
+    async def _apply_locked(self, ps: PersonSync, remote: Entry) -> bool:
+        """Apply one peer entry (``ps.lock`` held); False = not done (retry later)."""
         pid = ps.person.pid
         if ps.rules.ignored(remote.path):
             return True
-        async with ps.lock:
-            for _ in range(3):
-                local = await trio.to_thread.run_sync(self.index.get, pid, remote.path)
-                decision = decide(local[0] if local else None, remote)
-                if decision.action is Action.SKIP:
-                    ps.pending.pop(remote.path, None)
-                    return True
-                new = decision.entry
-                assert new is not None
-                if decision.conflict:
-                    ps.stats.conflicts += 1
-                    log.info("longdrawer: %s: conflict on %s", ps.person.login, remote.path)
-                if decision.action is not Action.TAKE:
-                    if decision.keep_remote_as and not await self._keep_copy(
-                        ps, replace(remote, path=decision.keep_remote_as)
-                    ):
-                        return False
-                    await trio.to_thread.run_sync(
-                        self.index.put, pid, [(new, local[1] if local else "")]
-                    )
-                    await self._after_change(ps)
-                    return True
-                is_file = new.kind is Kind.FILE and not new.deleted
-                if is_file and self.store.blob_path(new.sha256) is None:
-                    return False
-                try:
-                    sig = await trio.to_thread.run_sync(ps.folder.apply, decision, local)
-                except Stale:
-                    await self._scan_locked(ps, [remote.path])
-                    continue
-                except FolderError as exc:
-                    ps.stats.last_error = str(exc)
-                    log.warning("longdrawer: %s: %s", ps.person.login, exc)
-                    if isinstance(exc.__cause__, TargetRefused):
-                        ps.stats.refused += 1
-                        ps.pending.pop(remote.path, None)
-                        return True  # never writable through a symlink: do not retry
-                    return False
-                await trio.to_thread.run_sync(self.index.put, pid, [(new, sig)])
+        for _ in range(3):
+            local = await trio.to_thread.run_sync(self.index.get, pid, remote.path)
+            decision = decide(local[0] if local else None, remote)
+            if decision.action is Action.SKIP:
                 ps.pending.pop(remote.path, None)
-                ps.stats.applied += 1
-                if new.kind is Kind.FILE and not new.deleted:
-                    ps.stats.files_written += 1
-                if decision.copy_to:
-                    await self._scan_locked(ps, [decision.copy_to])
-                await self._after_change(ps)
                 return True
+            new = decision.entry
+            assert new is not None
+            if decision.conflict:
+                ps.stats.conflicts += 1
+                log.info("longdrawer: %s: conflict on %s", ps.person.login, remote.path)
+            if decision.action is not Action.TAKE:
+                if decision.keep_remote_as and not await self._keep_copy(
+                    ps, replace(remote, path=decision.keep_remote_as)
+                ):
+                    return False
+                await trio.to_thread.run_sync(
+                    self.index.put, pid, [(new, local[1] if local else "")]
+                )
+                return True
+            is_file = new.kind is Kind.FILE and not new.deleted
+            if is_file and self.store.blob_path(new.sha256) is None:
+                return False
+            try:
+                sig = await trio.to_thread.run_sync(ps.folder.apply, decision, local)
+            except Stale:
+                await self._scan_locked(ps, [remote.path])
+                continue
+            except FolderError as exc:
+                ps.stats.last_error = str(exc)
+                log.warning("longdrawer: %s: %s", ps.person.login, exc)
+                if isinstance(exc.__cause__, TargetRefused):
+                    ps.stats.refused += 1
+                    ps.pending.pop(remote.path, None)
+                    return True  # never writable through a symlink: do not retry
+                return False
+            await trio.to_thread.run_sync(self.index.put, pid, [(new, sig)])
+            ps.pending.pop(remote.path, None)
+            ps.stats.applied += 1
+            if new.kind is Kind.FILE and not new.deleted:
+                ps.stats.files_written += 1
+            if decision.copy_to:
+                await self._scan_locked(ps, [decision.copy_to])
+            return True
         return False
 
     async def _keep_copy(self, ps: PersonSync, loser: Entry) -> bool:
@@ -883,6 +1068,9 @@ class LongdrawerService:
                     "changing": ps.changing[:20],
                     "skipped": ps.skipped[:20],
                     **dataclasses.asdict(ps.stats),
+                    # with the bytes of fetches still running (a kill -9 test reads it)
+                    "bytes_fetched": ps.stats.bytes_fetched
+                    + sum(f.progress.bytes_in for f in ps.fetchers),
                 }
             )
         return out

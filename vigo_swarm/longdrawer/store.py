@@ -197,6 +197,15 @@ class IndexStore:
             ).fetchall()
         return {str(r[0]) for r in rows}
 
+    def live_blobs(self, person: str) -> set[str]:
+        """Hashes of the person's live file versions (what partners may fetch from us)."""
+        with self._lock, _errors("reading the index"):
+            rows = self._db.execute(
+                "SELECT DISTINCT sha256 FROM entries WHERE person=? AND deleted=0 AND kind='file'",
+                (person,),
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def counts(self, person: str) -> dict[str, int]:
         with self._lock, _errors("reading the index"):
             row = self._db.execute(

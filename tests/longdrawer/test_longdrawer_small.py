@@ -1,0 +1,43 @@
+"""Many small files at once: a thousand 4 KiB files made on one envoy arrive on the
+other in a handful of /small requests (not a Fetcher, with its TLS handshakes, each),
+whole and identical."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from ld_helpers import pair, tree_digest, wait_until
+
+from vigo_swarm.longdrawer.batch import MAX_SMALL_COUNT
+
+pytestmark = pytest.mark.integration
+
+FILES = 1000
+
+
+async def test_a_thousand_small_files_come_in_few_requests(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    a, b = await pair(tmp_path, nursery, 41, 42)
+    fa, fb = a.folder(), b.folder()
+    (fa / "many").mkdir()
+    started = time.monotonic()
+    for i in range(FILES):
+        (fa / "many" / f"f{i:04}.bin").write_bytes(os.urandom(4096))
+    (fa / "many" / "empty.txt").write_bytes(b"")
+
+    def arrived() -> bool:
+        return (fb / "many").is_dir() and len(os.listdir(fb / "many")) == FILES + 1
+
+    await wait_until(arrived, "all small files on b", timeout_s=90)
+    print(f"{FILES} x 4 KiB: {time.monotonic() - started:.2f} s")  # informative only
+    await wait_until(lambda: tree_digest(fa) == tree_digest(fb), "identical trees")
+    (ps,) = b.svc.people.values()
+    # every file came whole in /small answers: a few requests, no per-file fetch
+    assert 1 <= ps.stats.small_requests <= 3 * (FILES // MAX_SMALL_COUNT + 1)
+    assert ps.stats.bytes_fetched == FILES * 4096
+    assert ps.stats.files_written == FILES + 1
