@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--receivers", type=int, default=8)
     ap.add_argument("--rate-mbit", type=float, default=100.0)
+    ap.add_argument("--chunk-kib", type=int, default=0, help="chunk size (default: the server's)")
     ap.add_argument("--no-central", action="store_true", help="skip the central baseline")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy every daemon's log here")
     args = ap.parse_args()
@@ -109,7 +110,14 @@ def main() -> None:
         wall0 = time.time()
         t0 = time.monotonic()
         fleet.vigocli(
-            "swarm", "filecast", "distribute", str(src), "--target", "bench/payload", timeout_s=300
+            "swarm",
+            "filecast",
+            "distribute",
+            str(src),
+            "--target",
+            "bench/payload",
+            *(["--chunk-bytes", str(args.chunk_kib << 10)] if args.chunk_kib else []),
+            timeout_s=300,
         )
         published = time.monotonic()
         upload_s = published - t0

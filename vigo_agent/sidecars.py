@@ -41,7 +41,7 @@ import trio
 from vigo_swarm import http11
 from vigo_swarm.blobstore import BlobInfo, describe_file
 from vigo_swarm.gossip import ManifestGossip, decode_records
-from vigo_swarm.manifest import DEFAULT_CHUNK_BYTES, MalformedSummary
+from vigo_swarm.manifest import MalformedSummary, default_chunk_bytes
 from vigo_swarm.sidecar import (
     MAX_SIDECAR_BYTES,
     SUFFIX,
@@ -268,7 +268,8 @@ class SidecarScanner:
         if st.info is None:
             st.state = "hashing"
             try:
-                info = await trio.to_thread.run_sync(describe_file, st.file, DEFAULT_CHUNK_BYTES)
+                chunk = default_chunk_bytes(sig[1][2])  # the settled size
+                info = await trio.to_thread.run_sync(describe_file, st.file, chunk)
             except OSError as exc:
                 raise SidecarError(f"cannot read {name!r}: {exc.strerror or exc}") from None
             after = _lstat(st.file)

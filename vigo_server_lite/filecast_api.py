@@ -22,7 +22,7 @@ import trio
 
 from vigo_swarm.blobstore import is_sha256
 from vigo_swarm.http11 import Request, Response, json_response
-from vigo_swarm.manifest import DEFAULT_CHUNK_BYTES, ManifestError, to_wire
+from vigo_swarm.manifest import ManifestError, default_chunk_bytes, to_wire
 
 from . import filecast_db
 from .authority import ClockBehind, FilecastAuthority
@@ -160,7 +160,7 @@ class FilecastRoutes:
         started = time.monotonic()
         try:
             info = await trio.to_thread.run_sync(
-                self.seed.put, request.body, req.chunk_bytes, DEFAULT_CHUNK_BYTES
+                self.seed.put, request.body, req.chunk_bytes, default_chunk_bytes(len(request.body))
             )
         except ChunkingConflict as exc:
             raise Refusal(409, "chunking_conflict", str(exc)) from None

@@ -67,11 +67,28 @@ MAX_ORIGIN_CHARS = 64
 MAX_SIZE_BYTES = 1 << 40
 MIN_CHUNK_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
-DEFAULT_CHUNK_BYTES = 1 << 20  # what an operator's file is chunked in unless they say
+TARGET_CHUNKS = 256  # the default chunking aims at about this many chunks per blob
+DEFAULT_MIN_CHUNK_BYTES = 256 * 1024
+DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_TARGETS = 64
 MAX_TARGET_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
 MAX_EXPIRES_AT_UNIX = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
+def default_chunk_bytes(size_bytes: int) -> int:
+    """How an operator's file is chunked unless they say: a power of two giving about
+    ``TARGET_CHUNKS`` chunks, within 256 KiB … 4 MiB (64 MiB → 256 KiB, 1 GiB → 4 MiB).
+
+    Enough chunks that every receiver gets distinct ones from the seeder early and can
+    trade them on while the rest arrive (a chunk can be passed on only once whole); few
+    enough that per-chunk requests stay cheap.
+    """
+    wanted = max(1, -(-size_bytes // TARGET_CHUNKS))  # at most TARGET_CHUNKS chunks
+    chunk = 1 << (wanted - 1).bit_length()
+    return min(DEFAULT_MAX_CHUNK_BYTES, max(DEFAULT_MIN_CHUNK_BYTES, chunk))
+
+
 MAX_SUMMARY_ENTRIES = 100_000
 DEFAULT_TOMBSTONE_KEEP_MS = 30 * 24 * 3600 * 1000
 

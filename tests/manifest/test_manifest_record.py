@@ -333,3 +333,15 @@ def test_a_foreign_key_type_is_refused() -> None:
     other = nacl.signing.SigningKey.generate()
     with pytest.raises(BadSignature):
         verify(sign(fields(), other), AUTHORITIES)
+
+
+def test_default_chunking_aims_at_256_chunks_within_bounds() -> None:
+    from vigo_swarm.manifest import default_chunk_bytes
+
+    assert default_chunk_bytes(0) == 256 * 1024
+    assert default_chunk_bytes(1234) == 256 * 1024
+    assert default_chunk_bytes(64 << 20) == 256 * 1024  # 256 chunks
+    assert default_chunk_bytes(256 << 20) == 1 << 20  # 256 chunks
+    assert default_chunk_bytes(1 << 30) == 4 << 20  # 256 chunks
+    assert default_chunk_bytes(100 << 30) == 4 << 20  # capped
+    assert default_chunk_bytes((64 << 20) + 1) == 512 * 1024  # never over 256 chunks

@@ -23,7 +23,7 @@ from netlab.pytest_fixtures import FleetFactory, requires_root
 pytestmark = [pytest.mark.netlab, requires_root]
 
 MIB = 1 << 20
-SIZE = 24 * MIB  # 24 chunks of the default 1 MiB
+SIZE = 24 * MIB  # 96 chunks of the default 256 KiB
 SMALL_MIB = 12  # the receiver's whole state dir: the blob cannot fit
 GROWN_MIB = 64
 TARGET = "data/blob"
