@@ -14,8 +14,11 @@ Invariants (blocking IO: the daemon calls this through ``trio.to_thread``; one
 
 1. No path is built from a hash that ``check_sha256`` has not accepted (64 lowercase hex).
 2. A chunk's bit is set in ``have`` only after its bytes matched its hash and length and
-   were written and ``fdatasync``ed. A crash at any point (``kill -9``) may lose a
-   chunk, never claim one that is not on disk.
+   were written to ``data``. Neither is fsynced per chunk (that was most of a fetch's
+   time on a disk): ``kill -9`` loses nothing written, and after a machine crash a bit
+   may outlive its bytes — so a partial found on disk is re-verified chunk by chunk
+   before it is resumed (``begin``), and a claim that does not verify is dropped. A
+   blob is fsynced whole before it becomes complete (3).
 3. ``.blobs/<sha256>`` appears only by renaming a file whose whole SHA-256 verified,
    after its info record is durable: nothing partial is ever visible there.
 4. A rejected chunk writes nothing; a failed write (ENOSPC) marks nothing and the
@@ -228,13 +231,13 @@ class Partial:
         if self._has(index):
             return False
         with _io(f"writing chunk {index} of blob {short} under {self._store.root}"):
-            _pwrite_sync(os.path.join(self._dir, "data"), data, index * info.chunk_bytes)
+            _pwrite(os.path.join(self._dir, "data"), data, index * info.chunk_bytes)
             with self._lock:
                 if self._has(index):
                     return False
-                # The data is durable before its bit: a crash between loses the chunk.
+                # The data is written before its bit; begin() re-verifies after a crash.
                 byte = self._have[index >> 3] | (0x80 >> (index & 7))
-                _pwrite_sync(os.path.join(self._dir, "have"), bytes([byte]), index >> 3)
+                _pwrite(os.path.join(self._dir, "have"), bytes([byte]), index >> 3)
                 self._have[index >> 3] = byte
         return True
 
@@ -389,7 +392,7 @@ class BlobStore:
                 have = bytearray(f.read())
             decode_bitmap(bytes(have), stored.num_chunks)
             if stored == info and os.lstat(os.path.join(pdir, "data")).st_size == info.size_bytes:
-                return have
+                return _verified_claims(pdir, info, have)
         except (FileNotFoundError, NotADirectoryError, InvalidBlobInfo):
             pass
         _remove(pdir)  # absent, damaged, or another chunk list: start afresh
@@ -575,13 +578,31 @@ def _io(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc.strerror or exc}") from exc
 
 
-def _pwrite_sync(path: str, data: bytes, offset: int) -> None:
+def _pwrite(path: str, data: bytes, offset: int) -> None:
     fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
     try:
         write_all(fd, memoryview(data), offset)
-        os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def _verified_claims(pdir: str, info: BlobInfo, have: bytearray) -> bytearray:
+    """``have`` without the chunks whose bytes in ``data`` do not match their hash (a
+    bit that outlived its data in a machine crash); the bitmap file is fixed to match."""
+    checked = bytearray(len(have))
+    with open(os.path.join(pdir, "data"), "rb", opener=_nofollow_opener) as f:
+        for i in decode_bitmap(bytes(have), info.num_chunks):
+            f.seek(i * info.chunk_bytes)
+            if hashlib.sha256(f.read(info.chunk_size(i))).digest() == info.chunk_hashes[i]:
+                checked[i >> 3] |= 0x80 >> (i & 7)
+    if checked != have:
+        with open(os.path.join(pdir, "have"), "r+b", opener=_nofollow_opener) as f:
+            f.write(checked)
+    return checked
+
+
+def _nofollow_opener(path: str, flags: int) -> int:
+    return os.open(path, flags | _NOFOLLOW)
 
 
 def _remove(path: str) -> None:
