@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _debian import ensure
 
 from netlab import Lab
 from netlab.fleet import Fleet
@@ -84,6 +85,9 @@ def main() -> None:
     ap.add_argument("--no-central", action="store_true", help="skip the central baseline")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy every daemon's log here")
     args = ap.parse_args()
+    if not args.no_central:
+        ensure("nginx", "nginx-light")
+        ensure("curl", "curl")
     size = args.mib << 20
     bound_s = size * 8 / (args.rate_mbit * 1e6)
     with Lab.create(args.receivers + 1, rate_mbit=args.rate_mbit) as lab:

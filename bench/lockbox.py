@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _debian import ensure
+
 from vigo_swarm.blobstore import BlobStore
 from vigo_swarm.lockbox import agefile
 from vigo_swarm.puddle import DEFAULT_KDF, PuddleKey, ssh_public, unwrap, wrap
@@ -48,8 +50,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    if shutil.which("age") is None:
-        sys.exit("bench/lockbox.py needs the Debian `age` package")
+    ensure("age", "age")
     size = args.mib << 20
     key = PuddleKey.generate()
     recipient = ssh_public(key.public)

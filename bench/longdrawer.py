@@ -33,13 +33,14 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+
+from _debian import ensure
 
 from netlab import Lab
 from netlab.fleet import Fleet, console_script
@@ -51,10 +52,7 @@ SMALL_BYTES = 4096
 
 
 def ensure_syncthing() -> str:
-    if shutil.which("syncthing") is None:
-        print("installing the Debian syncthing package (apt-get install -y syncthing)")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-qq", "syncthing"], check=True, env=env)
+    ensure("syncthing", "syncthing")
     out = subprocess.run(["syncthing", "--version"], check=True, capture_output=True, text=True)
     return out.stdout.split()[1]
 

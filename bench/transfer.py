@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _debian import ensure
 from fleet_helpers import make_envoy
 
 from vigo_server_lite.ca import FleetCA
@@ -98,8 +99,8 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--chunk-mib", type=int, default=4)
     args = ap.parse_args()
-    if not shutil.which("nginx") or not shutil.which("curl"):
-        sys.exit("bench/transfer.py needs nginx and curl (apt-get install nginx-light curl)")
+    ensure("nginx", "nginx-light")
+    ensure("curl", "curl")
     root = Path(tempfile.mkdtemp(prefix="vigo-bench-transfer-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
