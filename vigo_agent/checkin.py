@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 CHECKIN_PATH = "/api/v1/checkin"
 MANIFEST_SYNC_PATH = "/api/v1/swarm/manifest/sync"
+MANIFEST_WATCH_PATH = "/api/v1/swarm/manifest/watch"
+WATCH_WAIT_S = 45.0  # how long the server may hold a manifest watch (it allows 50)
 PROGRESS_STATES = {"missing", "partial", "complete", "materialized", "error"}
 
 
@@ -272,7 +274,39 @@ class CheckinService:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.load_saved_revocations()
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self.gossip is not None:
+                nursery.start_soon(self._watch_manifest)
+            task_status.started()
+            await self._checkin_loop()
+
+    async def _watch_manifest(self) -> None:
+        """Hold a long-poll on the server's manifest version and pull new records the
+        moment it moves: a distribution or revocation reaches this envoy in about a
+        round trip, not at its next check-in (30 s by default). Check-in still syncs too,
+        so a server without the watch (404), or one too busy for it (503), only costs
+        that latency."""
+        assert self.gossip is not None
+        seen, failures = "", 0
+        while True:
+            try:
+                async with await self.connect() as conn:
+                    while True:
+                        path = f"{MANIFEST_WATCH_PATH}?version={seen}&wait={WATCH_WAIT_S:g}"
+                        resp = await conn.request("GET", path, timeout_s=WATCH_WAIT_S + 15)
+                        if resp.status == 404:
+                            log.info("the server has no manifest watch; check-ins only")
+                            return
+                        version = _watch_version(resp)
+                        if version != self.gossip.manifest.version:
+                            await self._sync_manifest(conn)
+                        seen, failures = str(version), 0
+            except (CheckinError, http11.ClientError) as exc:
+                failures += 1
+                log.debug("manifest watch: %s (retrying)", exc)
+                await trio.sleep(http11.retry_after_s(failures, cap_s=60) * random.uniform(0.5, 1))
+
+    async def _checkin_loop(self) -> None:
         while True:
             try:
                 answer = await self.checkin_once()
@@ -306,6 +340,19 @@ class CheckinService:
             self._wake = trio.Event()
             with trio.move_on_after(delay):
                 await self._wake.wait()
+
+
+def _watch_version(resp: http11.ClientResponse) -> int:
+    """The version in a manifest watch answer; CheckinError for anything else."""
+    if resp.status != 200:
+        raise CheckinError(f"manifest watch refused ({resp.status}): {server_message(resp)}")
+    try:
+        version = resp.json().get("version")
+    except (http11.ClientError, AttributeError) as exc:
+        raise CheckinError(f"malformed manifest watch answer: {exc}") from exc
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise CheckinError(f"malformed manifest watch answer: version {version!r}")
+    return version
 
 
 def server_message(resp: http11.ClientResponse) -> str:

@@ -96,6 +96,8 @@ class App(SeederRoutes, GitbackRoutes):
         self._view: tuple[int, FleetView] = (-1, FleetView())
         self._admitted: tuple[int, set[tuple[str, int]]] = (-1, set())
         self.seeded_lock = trio.Lock()
+        self.manifest_changed = trio.Event()
+        self.manifest_watchers = 0
 
     def close(self) -> None:
         self.db.close()
@@ -334,6 +336,7 @@ ROUTES: tuple[tuple[str, str, str, int], ...] = (
     ("POST", "/api/v1/swarm/seeders", "seeders_add", SMALL_BODY),
     ("DELETE", "/api/v1/swarm/seeders/{envoy}", "seeders_remove", NO_BODY),
     ("POST", "/api/v1/swarm/manifest/sync", "manifest_sync", SYNC_BODY),
+    ("GET", "/api/v1/swarm/manifest/watch", "manifest_watch", NO_BODY),
     ("GET", "/api/v1/swarm/seed/{sha256}/info", "seed_info", NO_BODY),
     ("GET", "/api/v1/swarm/seed/{sha256}/chunks/{index}", "seed_chunk", NO_BODY),
     ("GET", "/api/v1/swarm/gitback", "gitback_show", NO_BODY),

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 OCTETS = "application/octet-stream"
 MAX_LISTED_REVOCATIONS = 100
+MAX_WATCH_S = 50  # the longest a manifest watch is held (under the 60 s request timeout)
+MAX_WATCHERS = 256  # half the server's 512 connection slots: the rest stay for everything else
 _INDEX_RE = re.compile(r"0|[1-9][0-9]{0,9}")
 
 
@@ -101,6 +103,8 @@ class FilecastRoutes:
     authority: FilecastAuthority
     seed: SeedDir
     filecast_stats: FilecastStats
+    manifest_changed: trio.Event  # set (and replaced) after every record the server signs
+    manifest_watchers: int
     _admitted: tuple[int, set[tuple[str, int]]]
 
     if TYPE_CHECKING:
@@ -135,12 +139,14 @@ class FilecastRoutes:
 
     # ----------------------------------------------------------------- admin API
 
-    @staticmethod
-    async def _sign(fn: Callable[..., T], *args: Any) -> T:
+    async def _sign(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await trio.to_thread.run_sync(fn, *args)
+            result = await trio.to_thread.run_sync(fn, *args)
         except ClockBehind as exc:
             raise Refusal(503, "clock_behind", str(exc)) from None
+        self.manifest_changed.set()  # envoys watching the manifest sync now
+        self.manifest_changed = trio.Event()
+        return result
 
     async def filecast_distribute(self, request: Request) -> Response:
         self._require_admin(request)
@@ -290,6 +296,30 @@ class FilecastRoutes:
         self.filecast_stats.records_sent += len(missing)
         # "want" is always empty: the server never takes records from envoys.
         return json_response({"records": [to_wire(r) for r in missing], "want": []})
+
+    async def manifest_watch(self, request: Request) -> Response:
+        """Long-poll: answered with the manifest version once it is not ``version`` (or
+        after ``wait`` seconds), so envoys learn a distribution or revocation at once
+        instead of at their next check-in. At most ``MAX_WATCHERS`` wait at once; over
+        that, 503 ``busy`` (the envoy keeps to its check-ins)."""
+        await self._require_envoy(request)
+        seen, raw_wait = request.query.get("version", ""), request.query.get("wait", "0")
+        try:
+            wait_s = float(raw_wait)
+        except ValueError:
+            wait_s = -1.0
+        if not 0 <= wait_s <= MAX_WATCH_S or len(seen) > 20:
+            raise Refusal(400, "bad_watch", f"wait must be 0..{MAX_WATCH_S} s and version short")
+        if str(self.authority.snapshot.version) == seen and wait_s > 0:
+            if self.manifest_watchers >= MAX_WATCHERS:
+                raise Refusal(503, "busy", "too many envoys watching; rely on check-in")
+            self.manifest_watchers += 1
+            try:
+                with trio.move_on_after(wait_s):
+                    await self.manifest_changed.wait()
+            finally:
+                self.manifest_watchers -= 1
+        return json_response({"version": self.authority.snapshot.version})
 
     def _distributed(self, sha256: str) -> None:
         """Refuse a malformed hash (before any path is built) and a blob that no live

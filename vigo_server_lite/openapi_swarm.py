@@ -329,6 +329,21 @@ SWARM_PATHS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "/api/v1/swarm/manifest/watch": {
+        "get": {
+            "operationId": "manifestWatch",
+            "summary": "Long-poll: the manifest version, once it differs from the one given",
+            "security": _ENVOY,
+            "parameters": [
+                _query("version", "the version the envoy last saw"),
+                _query("wait", "seconds the server may hold the answer (0..50)"),
+            ],
+            "responses": {
+                "200": _json(_obj(version=_INT), "the current manifest version"),
+                **_errors(400, 403, 503),
+            },
+        },
+    },
     "/api/v1/swarm/seed/{sha256}/info": {
         "get": {
             "operationId": "seedInfo",

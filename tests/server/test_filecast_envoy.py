@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pytest
+import trio
 
 from vigo_agent.enroll import EnrollResult
 from vigo_swarm.blobstore import BlobInfo
@@ -279,3 +280,32 @@ async def test_a_full_progress_report_fits_the_checkin_body(srv: Harness) -> Non
     envoy = await srv.enroll("web01")
     items = [progress(f"{i:064x}", 0, 3, "error", error="e" * 100) for i in range(1000)]
     assert (await srv.checkin(envoy, checkin_body(items))).status_code == 200
+
+
+WATCH = "/api/v1/swarm/manifest/watch"
+
+
+async def test_manifest_watch_answers_when_the_server_signs_something(srv: Harness) -> None:
+    envoy = await srv.enroll("web01")
+    async with srv.envoy_client(envoy.paths) as c:
+        first = await c.get(WATCH, params={"version": "", "wait": "30"})  # unknown: at once
+        assert first.status_code == 200, first.text
+        version = first.json()["version"]
+        for bad in ({"wait": "-1"}, {"wait": "51"}, {"wait": "soon"}, {"version": "9" * 30}):
+            resp = await c.get(WATCH, params={"version": str(version), **bad})
+            assert resp.status_code == 400 and error_code(resp) == "bad_watch", bad
+        answer: list[Any] = []
+
+        async def watch() -> None:
+            resp = await c.get(WATCH, params={"version": str(version), "wait": "30"}, timeout=40)
+            answer.append(resp.json())
+
+        with trio.fail_after(20):  # well under the 30 s the server may hold it
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                while srv.server.app.manifest_watchers == 0:  # until it is held
+                    await trio.sleep(0.01)
+                await srv.distribute(b"news", "etc/news")
+        assert answer and answer[0]["version"] != version
+    async with srv.client() as anonymous:
+        assert (await anonymous.get(WATCH)).status_code in (401, 403)

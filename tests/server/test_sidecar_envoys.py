@@ -45,14 +45,18 @@ async def wait_until(pred: Callable[[], Any], what: str, timeout_s: float = 60.0
 
 
 async def start_daemon(
-    nursery: trio.Nursery, envoy: EnrollResult, address: str, seed_dir: Path | None = None
+    nursery: trio.Nursery,
+    envoy: EnrollResult,
+    address: str,
+    seed_dir: Path | None = None,
+    checkin_interval_s: float = 1,
 ) -> tuple[Daemon, trio.CancelScope]:
     cfg = AgentConfig(
         listen_address=address,
         port=0,
         advertise_addresses=(address,),
         multicast_enabled=False,
-        checkin_interval_s=1,
+        checkin_interval_s=checkin_interval_s,
         seed_dirs=(str(seed_dir),) if seed_dir else (),
         seed_settle_s=0.2,
     )
@@ -177,3 +181,20 @@ async def test_sidecar_on_a_seeder_reaches_another_envoy(
     assert (await sidecars(seeder))["motd.swarm"]["current"] == {"etc/motd": "live"}
     assert (await srv.admin("GET", "/swarm/filecast"))["manifest_version"] == version
     assert (await sidecars(seeder))["passwd.swarm"]["state"] == "error"
+
+
+async def test_a_distribution_reaches_an_envoy_long_before_its_next_check_in(
+    srv: Harness, nursery: trio.Nursery
+) -> None:
+    """The manifest watch: with check-ins an hour apart, the record still arrives (the
+    deadline is far shorter than the interval, so only the watch can pass this)."""
+    envoy = await srv.enroll("web1")
+    daemon, _ = await start_daemon(nursery, envoy, "127.0.0.73", checkin_interval_s=3600)
+    await wait_until(lambda: daemon.checkin.stats.ok >= 1, "the first check-in", 30)
+    record = (await srv.distribute(b"breaking news", "etc/news"))["record"]
+    await wait_until(
+        lambda: record["key"] in {r.key for r in daemon.gossip.manifest.records()},
+        "the record through the manifest watch",
+        30,
+    )
+    assert daemon.checkin.stats.ok == 1  # no check-in brought it
