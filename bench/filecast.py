@@ -217,6 +217,10 @@ def main() -> None:
         "seeder_egress_bytes": egress,
         "envoy_cpu_s": round(cpu_s, 2),
         "t_over_bound": round(swarm_s / bound_s, 3),
+        # the link's real goodput (TCP/IP/TLS framing), measured by the central run: one
+        # file over one capped link takes central_s / N there
+        "link_s": round(central_s / args.receivers, 2),
+        "t_over_link": round(swarm_s / (central_s / args.receivers), 3),
         "central_over_t": round(central_s / swarm_s, 3),
         "egress_over_s": round(egress / size, 3),
         "targets": {"t_over_bound": 1.3, "egress_over_s": 1.5},
