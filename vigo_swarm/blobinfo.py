@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import trio
+
 from . import http11
 from .blobstore import BlobError, BlobInfo
 from .node import SwarmNode
 from .peers import PeerView
+
+BLOBS = "/swarm/v1/blobs/"
 
 
 async def info_from_peers(
@@ -22,23 +26,41 @@ async def info_from_peers(
     sha256: str,
     problem: Callable[[BlobInfo], str | None],
     on_mismatch: Callable[[PeerView, str], None],
+    *,
+    wait_s: float = 0.0,
+    base: str = BLOBS,
 ) -> BlobInfo | None:
-    """The first peer's BlobInfo for ``sha256`` that ``problem`` finds nothing wrong
-    with, else None. ``on_mismatch(peer, problem)`` hears of each one refused."""
-    for peer in peers:
+    """Ask every peer at once; the first BlobInfo for ``sha256`` that ``problem`` finds
+    nothing wrong with wins (the other questions are cancelled), else None.
+
+    With ``wait_s`` a peer that lacks the blob holds the question until it has it (a
+    long-poll, ``?wait=``), so a fetch starts as soon as any peer can serve. ``base``
+    is the subsystem's blob route prefix. ``on_mismatch(peer, problem)`` hears of each
+    chunk list refused.
+    """
+    found: list[BlobInfo] = []
+    path = f"{base}{sha256}/info" + (f"?wait={wait_s:g}" if wait_s > 0 else "")
+
+    async def ask(peer: PeerView, done: trio.CancelScope) -> None:
         try:
             async with await node.dial(peer) as conn:
-                resp = await conn.request("GET", f"/swarm/v1/blobs/{sha256}/info")
+                resp = await conn.request("GET", path, timeout_s=wait_s + 15)
         except http11.ClientError:
-            continue
+            return
         if resp.status != 200:
-            continue
+            return
         try:
             info = BlobInfo.from_json(resp.body)
         except BlobError:
-            continue
+            return
         why = problem(info)
-        if why is None:
-            return info
-        on_mismatch(peer, why)
-    return None
+        if why is not None:
+            on_mismatch(peer, why)
+            return
+        found.append(info)
+        done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for peer in peers:
+            nursery.start_soon(ask, peer, nursery.cancel_scope)
+    return found[0] if found else None

@@ -28,7 +28,8 @@ from typing import Any
 
 import trio
 
-from . import diskfull, http11
+from . import diskfull
+from .blobinfo import info_from_peers
 from .blobstore import BlobError, BlobInfo, BlobStore, StoreFull
 from .gossip import ManifestGossip
 from .manifest import Record, RetentionKind
@@ -298,41 +299,22 @@ class FilecastService:
         return False
 
     async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
-        """Ask every peer at once for the blob's chunk list; the first one that fits the
-        signed record wins. A peer without the blob holds the question (long-poll) until
-        it gets one, so a fetch starts as soon as the seeder or any receiver can serve."""
-        peers = self.node.peers()
-        found: list[BlobInfo] = []
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(self._info_from, peer, rec, found, nursery.cancel_scope)
-        return found[0] if found else None
+        """The chunk list from the first peer whose list fits the signed record; a peer
+        without the blob holds the question until it has it (blobinfo.py)."""
 
-    async def _info_from(
-        self, peer: PeerView, rec: Record, found: list[BlobInfo], done: trio.CancelScope
-    ) -> None:
-        wait_s = self.transfer.have_wait_s
-        try:
-            async with await self.node.dial(peer) as conn:
-                resp = await conn.request(
-                    "GET", f"/swarm/v1/blobs/{rec.blob}/info?wait={wait_s:g}", timeout_s=wait_s + 10
-                )
-        except http11.ClientError:
-            return
-        if resp.status != 200:
-            return
-        try:
-            info = BlobInfo.from_json(resp.body)
-        except BlobError:
-            return
-        problem = matches_record(info, rec)
-        if problem is not None:
+        def mismatch(peer: PeerView, why: str) -> None:
             log.warning(
                 "filecast: peer %s offered a chunk list for %s that %s",
                 peer.uuid,
                 rec.blob[:12],
-                problem,
+                why,
             )
-            return
-        found.append(info)
-        done.cancel()
+
+        return await info_from_peers(
+            self.node,
+            self.node.peers(),
+            rec.blob,
+            lambda info: matches_record(info, rec),
+            mismatch,
+            wait_s=self.transfer.have_wait_s,
+        )

@@ -41,6 +41,7 @@ from typing import Any
 import trio
 
 from .. import http11
+from ..blobinfo import info_from_peers
 from ..blobroutes import PrefixedDialer, private_blob_router
 from ..blobstore import BlobError, BlobInfo, BlobStore, is_sha256
 from ..node import SwarmNode
@@ -559,32 +560,17 @@ class GitbackService:
         return fetched
 
     async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
-        found: list[BlobInfo] = []
-        async with trio.open_nursery() as nursery:
-            for peer in self.allowed_peers():
-                nursery.start_soon(self._info_from, peer, rec, found, nursery.cancel_scope)
-        return found[0] if found else None
+        def mismatch(peer: PeerView, why: str) -> None:
+            self._reject(str(peer.uuid), f"the bundle of {rec.project} seq {rec.seq}: {why}")
 
-    async def _info_from(
-        self, peer: PeerView, rec: Record, found: list[BlobInfo], done: trio.CancelScope
-    ) -> None:
-        try:
-            async with await self.node.dial(peer) as conn:
-                resp = await conn.request("GET", f"{BLOBS}{rec.blob}/info", timeout_s=15)
-        except http11.ClientError:
-            return
-        if resp.status != 200:
-            return
-        try:
-            info = BlobInfo.from_json(resp.body)
-        except BlobError:
-            return
-        problem = blob_problem(info, rec)
-        if problem is not None:
-            self._reject(str(peer.uuid), f"the bundle of {rec.project} seq {rec.seq}: {problem}")
-            return
-        found.append(info)
-        done.cancel()
+        return await info_from_peers(
+            self.node,
+            self.allowed_peers(),
+            rec.blob,
+            lambda info: blob_problem(info, rec),
+            mismatch,
+            base=BLOBS,
+        )
 
     def _collect(self) -> None:
         for sha in self.store.gc(self._referenced(), ()):
