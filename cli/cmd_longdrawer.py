@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ._common import EXIT_OK, emit_json
-from .cmd_agent import add_state_dir
 
 STATUS_HELP = """\
 Show your ~/longdrawer/ as this envoy syncs it: the envoys that hold your folder too
@@ -20,14 +18,11 @@ everyone's. Needs `longdrawer_enabled: true` in the daemon's agent.yaml."""
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ld = verbs.add_parser("longdrawer", help="your ~/longdrawer/ kept in sync across envoys")
     sub = ld.add_subparsers(dest="longdrawer_verb", metavar="VERB", required=True)
-    p = sub.add_parser(
-        "status",
-        help="partners, pending files and bytes, conflicts, last error",
-        description=STATUS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from .cmd_swarm import add_daemon_verb
+
+    p = add_daemon_verb(
+        sub, "status", "partners, pending files and bytes, conflicts, last error", STATUS_HELP
     )
-    add_state_dir(p)
-    p.add_argument("--socket", type=Path, help="control socket (default STATE_DIR/control.sock)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
