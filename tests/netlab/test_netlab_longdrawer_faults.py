@@ -74,7 +74,9 @@ def test_partition_keeps_both_versions_and_the_edit(
     assert len(copies) == 1 and copies[0].endswith(".txt")
     assert {files["notes.txt"], files[copies[0]]} == {"edited on a\n", "edited on b\n"}
     assert files["keep.txt"] == "kept on b\n"  # delete vs edit: the edit stays
-    assert all(ld_status(fleet, h)["conflicts"] >= 1 for h in hosts[:1])
+    # whichever envoy first saw both versions kept the copy (docs/longdrawer.md): which
+    # one depends on timing, but some envoy counted the conflict
+    assert any(ld_status(fleet, h)["conflicts"] >= 1 for h in hosts)
 
 
 def have_chunks(state_dir: Path, sha: str) -> int:
