@@ -7,7 +7,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from ._common import EXIT_OK, emit_json, emit_table
+from ._common import EXIT_OK, add_group, emit_json, emit_table
 from .vigocli_admin import client_for, when
 
 DESCRIPTION = """\
@@ -19,12 +19,7 @@ envoy at check-in, and peers refuse them."""
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    group = subparsers.add_parser(
-        "envoys",
-        help="list, show and revoke envoys",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    group = add_group(subparsers, "envoys", "list, show and revoke envoys", DESCRIPTION)
     verbs = group.add_subparsers(dest="envoys_verb", metavar="VERB", required=True)
 
     lst = verbs.add_parser(

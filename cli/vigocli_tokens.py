@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import EXIT_OK, emit_json, emit_table
+from ._common import EXIT_OK, add_group, emit_json, emit_table
 from .vigocli_admin import client_for, when
 
 DESCRIPTION = """\
@@ -18,12 +18,7 @@ expires, when it has been used --max-uses times, or when it is revoked."""
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    group = subparsers.add_parser(
-        "token",
-        help="create, list and revoke join tokens",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    group = add_group(subparsers, "token", "create, list and revoke join tokens", DESCRIPTION)
     verbs = group.add_subparsers(dest="token_verb", metavar="VERB", required=True)
 
     create = verbs.add_parser(
