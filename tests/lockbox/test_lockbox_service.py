@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from fleet_helpers import FakeEnrolled, introduce, loopback_node, make_envoy, wait_until
-from puddle.puddle_helpers import new_puddle
+from fleet_helpers import FakeEnrolled, introduce, wait_until
+from puddle.puddle_helpers import new_puddle, puddle_envoy
 
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import SwarmNode
 from vigo_swarm.lockbox import LockboxConfig, LockboxService
 from vigo_swarm.lockbox.service import PUSH_PATH, SYNC_PATH
-from vigo_swarm.puddle import Person, PuddleConfig, PuddleKey, PuddleService
+from vigo_swarm.puddle import Person, PuddleKey, PuddleService
 from vigo_swarm.puddle.service import encode_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -53,16 +53,7 @@ async def start_envoys(
 ) -> list[Envoy]:
     envoys = []
     for i, name in enumerate(names):
-        enrolled = make_envoy(ca, tmp_path, name)
-        node = loopback_node(enrolled, base + i, None)
-        home = tmp_path / f"home-{name}"
-        home.mkdir()
-        pud = PuddleService(
-            node,
-            tmp_path / f"{name}-puddles.json",
-            lambda uid, home=home: Person(uid, os.getegid(), home),
-            PuddleConfig(sync_interval_s=0.5),
-        )
+        enrolled, node, pud, home = puddle_envoy(ca, tmp_path, name, base + i)
         state = tmp_path / f"{name}-lockbox"
         lb = LockboxService(node, pud, state, LockboxConfig(rescan_s=0.3, sync_interval_s=0.3))
         await nursery.start(node.run)

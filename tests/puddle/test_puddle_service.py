@@ -9,22 +9,20 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from fleet_helpers import FakeEnrolled, introduce, loopback_node, make_envoy, wait_until
-from puddle_helpers import FAST, new_puddle
+from fleet_helpers import FakeEnrolled, introduce, make_envoy, wait_until
+from puddle_helpers import FAST, new_puddle, people, puddle_envoy
 
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import SwarmConfig, SwarmNode, http11, pki
 from vigo_swarm.puddle import (
     PairingRefused,
     Person,
-    PuddleConfig,
     PuddleDir,
     PuddleService,
     PuddleStateError,
@@ -47,28 +45,12 @@ class Envoy:
         return PuddleDir(Person(UID, os.getegid(), self.home)).read()
 
 
-def people(home: Path) -> Callable[[int], Person]:
-    def resolve(uid: int) -> Person:
-        return Person(uid, os.getegid(), home)
-
-    return resolve
-
-
 async def start_envoys(
     ca: FleetCA, tmp_path: Path, nursery: trio.Nursery, names: list[str], base: int
 ) -> list[Envoy]:
     envoys = []
     for i, name in enumerate(names):
-        enrolled = make_envoy(ca, tmp_path, name)
-        node = loopback_node(enrolled, base + i, None)
-        home = tmp_path / f"home-{name}"
-        home.mkdir()
-        service = PuddleService(
-            node,
-            tmp_path / f"{name}-puddles.json",
-            people(home),
-            PuddleConfig(sync_interval_s=0.5),
-        )
+        enrolled, node, service, home = puddle_envoy(ca, tmp_path, name, base + i)
         await nursery.start(node.run)
         await nursery.start(service.run)
         envoys.append(Envoy(enrolled, node, service, home))
