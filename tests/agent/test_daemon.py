@@ -30,17 +30,23 @@ def local_user() -> pwd.struct_passwd:
     return ensure_user(TEST_USER)
 
 
-async def test_control_socket_attributes_requests_to_the_callers_uid(
-    envoy: FakeEnrolled, nursery: trio.Nursery
-) -> None:
+async def start_daemon(envoy: FakeEnrolled, nursery: trio.Nursery, address: str) -> Daemon:
+    """The envoy's daemon on one loopback address, multicast off, started."""
     cfg = AgentConfig(
-        listen_address="127.0.0.50",
+        listen_address=address,
         port=0,
         multicast_enabled=False,
-        advertise_addresses=("127.0.0.50",),
+        advertise_addresses=(address,),
     )
     daemon = Daemon(envoy.paths, cfg, load_identity(envoy.paths))
     await nursery.start(daemon.run)
+    return daemon
+
+
+async def test_control_socket_attributes_requests_to_the_callers_uid(
+    envoy: FakeEnrolled, nursery: trio.Nursery
+) -> None:
+    await start_daemon(envoy, nursery, "127.0.0.50")
     sock = envoy.paths.control_socket
 
     status = await trio.to_thread.run_sync(call, sock, "status")
@@ -64,14 +70,7 @@ async def test_control_socket_attributes_requests_to_the_callers_uid(
 async def test_control_socket_refuses_bad_requests(
     envoy: FakeEnrolled, nursery: trio.Nursery
 ) -> None:
-    cfg = AgentConfig(
-        listen_address="127.0.0.51",
-        port=0,
-        multicast_enabled=False,
-        advertise_addresses=("127.0.0.51",),
-    )
-    daemon = Daemon(envoy.paths, cfg, load_identity(envoy.paths))
-    await nursery.start(daemon.run)
+    await start_daemon(envoy, nursery, "127.0.0.51")
     sock = envoy.paths.control_socket
     with pytest.raises(ControlError, match="unknown operation 'shutdown'"):
         await trio.to_thread.run_sync(call, sock, "shutdown")
