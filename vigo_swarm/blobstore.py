@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
-from .durable import NOFOLLOW, fsync_dir, write_all, write_new
+from .durable import NOFOLLOW, fsync_dir, start_writeback, write_all, write_new
 
 READ_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20  # the manifest's limit too
@@ -209,6 +209,8 @@ class Partial:
         self._dead, self._lock = False, threading.Lock()
         sha = check_sha256(info.sha256)  # validated before any path is built
         self._dir = os.path.join(store._partials_dir, sha)
+        # the whole-blob hash, carried along the prefix of chunks held (see _hash_along)
+        self._whole, self._hashed, self._hash_lock = hashlib.sha256(), 0, threading.Lock()
 
     def _has(self, index: int) -> bool:
         return bool(self._have[index >> 3] & (0x80 >> (index & 7)))
@@ -237,9 +239,41 @@ class Partial:
                     return False
                 # The data is written before its bit; begin() re-verifies after a crash.
                 byte = self._have[index >> 3] | (0x80 >> (index & 7))
-                _pwrite(os.path.join(self._dir, "have"), bytes([byte]), index >> 3)
+                _pwrite(os.path.join(self._dir, "have"), bytes([byte]), index >> 3, sync=False)
                 self._have[index >> 3] = byte
+            self._hash_along(index, data)
         return True
+
+    def _hash_along(self, index: int, data: bytes) -> None:
+        """Carry the whole-blob hash over the chunks now held in order from the start.
+
+        Chunks that come in order (a single source sends them so) are hashed here while
+        still in memory, so ``complete`` has little left to read; if another thread is
+        already at it, that one carries on (``complete`` catches up whatever is left).
+        """
+        if not self._hash_lock.acquire(blocking=False):
+            return
+        try:
+            self._hash_prefix(index, data)
+        finally:
+            self._hash_lock.release()
+
+    def _hash_prefix(self, index: int = -1, data: bytes = b"") -> None:
+        """Extend the whole-blob hash over held chunks; ``_hash_lock`` held. Chunk
+        ``index`` is ``data``; others are read back (they verified before their bit)."""
+        info, fd = self.info, -1
+        try:
+            while self._hashed < info.num_chunks and self._has(self._hashed):
+                i, chunk = self._hashed, data
+                if i != index:
+                    if fd < 0:
+                        fd = os.open(os.path.join(self._dir, "data"), os.O_RDONLY | _NOFOLLOW)
+                    chunk = os.pread(fd, info.chunk_size(i), i * info.chunk_bytes)
+                self._whole.update(chunk)
+                self._hashed += 1
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def complete(self) -> Path:
         """Verify the whole blob and move it to ``.blobs/<sha256>``; returns that path."""
@@ -256,11 +290,11 @@ class Partial:
             if missing := self.missing():
                 raise IncompleteBlob(f"blob {short}: {len(missing)} chunks still missing")
             data = os.path.join(self._dir, "data")
+            with self._hash_lock:
+                self._hash_prefix()
+                digest = self._whole.copy()
             fd = os.open(data, os.O_RDONLY | _NOFOLLOW)
             try:
-                digest, buf = hashlib.sha256(), bytearray(READ_BYTES)
-                while n := os.readv(fd, [buf]):
-                    digest.update(memoryview(buf)[:n])
                 if digest.hexdigest() != info.sha256:
                     self._dead = True
                     store.delete(info.sha256)
@@ -578,10 +612,14 @@ def _io(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc.strerror or exc}") from exc
 
 
-def _pwrite(path: str, data: bytes, offset: int) -> None:
+def _pwrite(path: str, data: bytes, offset: int, *, sync: bool = True) -> None:
+    """Write ``data`` at ``offset``; ``sync``: and start writing it to disk now (not
+    waiting: the fsync before the blob completes then has little left to do)."""
     fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
     try:
         write_all(fd, memoryview(data), offset)
+        if sync:
+            start_writeback(fd, offset, len(data))
     finally:
         os.close(fd)
 

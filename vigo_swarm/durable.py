@@ -7,16 +7,26 @@ opened with ``O_NOFOLLOW``: a symlink planted where we write is refused, never f
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 PathArg = str | os.PathLike[str]
 
 
+# One write(2) never carries more than this. A 4 MiB write into fresh page cache lets
+# the kernel take large folios, and on a VM whose free memory went back to the host
+# (free page reporting) those come back up to ten times slower than small ones: 1 GiB
+# in 4 MiB writes took 2.0-2.5 s here, in 256-512 KiB writes 0.2-0.5 s (warm: 0.21).
+WRITE_PIECE_BYTES = 256 * 1024
+
+
 def write_all(fd: int, data: memoryview, offset: int | None) -> None:
     """Write every byte (``os.write`` may write less), at ``offset`` if given."""
     while data:
-        n = os.write(fd, data) if offset is None else os.pwrite(fd, data, offset)
+        piece = data[:WRITE_PIECE_BYTES]
+        n = os.write(fd, piece) if offset is None else os.pwrite(fd, piece, offset)
         data, offset = data[n:], None if offset is None else offset + n
 
 
@@ -37,3 +47,29 @@ def fsync_dir(path: PathArg) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> object | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None  # not Linux/glibc: the final fsync does all the work
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Start writing ``nbytes`` at ``offset`` to disk and return at once (Linux
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``). Durability still comes from an fsync;
+    this only spreads the disk work over a long write instead of leaving it all to that
+    fsync. Errors are ignored here: the fsync reports them."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]

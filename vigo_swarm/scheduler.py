@@ -14,7 +14,9 @@ Policy (BitTorrent's lessons, see ANCHORS.md):
 - *Random first*: while fewer than ``random_first_chunks`` chunks are held, a pick is
   uniformly random among what the peer has, so we soon have something to share.
 - *Rarest first*: otherwise the peer is asked for the chunks the fewest unbanned peers
-  advertise; ties are broken at random.
+  advertise; ties are broken at random, except with a single source (one peer
+  advertises anything): then in index order, since there is no rarity to spread and
+  chunks that arrive in order let the whole-blob hash run during the transfer.
 - *Endgame*: once every missing chunk has a request in flight, a peer may be asked for
   one already in flight elsewhere (at most ``endgame_max_requests`` at once, fewest
   requests first); the first good copy cancels the rest (``on_chunk_ok`` returns them).
@@ -168,18 +170,23 @@ class ChunkScheduler(Generic[PeerId]):
 
     # ------------------------------------------------------------ requests
 
-    def next_requests(self, peer: PeerId, now: float) -> list[int]:
-        """The chunks to ask ``peer`` for now (already recorded as in flight)."""
+    def next_requests(self, peer: PeerId, now: float, most: int | None = None) -> list[int]:
+        """The chunks to ask ``peer`` for now (already recorded as in flight), at most
+        ``most`` of them (default: as many as its in-flight limit leaves room for)."""
         state = self._peers.get(peer)
         if state is None or state.banned:
             return []
         room = state.limit - len(state.in_flight)
+        if most is not None:
+            room = min(room, most)
         if room <= 0 or not self._missing:
             return []
         usable = (state.chunks & self._missing) - state.refused - state.in_flight.keys()
         fresh = sorted(i for i in usable if i not in self._requests)
         if len(self._have) < self.config.random_first_chunks:
             picks = self._rng.sample(fresh, min(room, len(fresh)))
+        elif sum(1 for p in self._peers.values() if p.chunks) == 1:
+            picks = fresh[:room]  # a single source: in order (fresh is sorted)
         else:
             picks = self._pick(fresh, room, lambda i: (self._availability[i],))
         for i in picks:

@@ -26,7 +26,6 @@ superseed``): each chunk goes out to one receiver, which passes it on.
 
 from __future__ import annotations
 
-import collections
 import logging
 import secrets
 import uuid
@@ -298,7 +297,8 @@ class Fetcher:
             self.info.num_chunks,
             have,
             SchedulerConfig(
-                max_in_flight=self.config.connections_per_peer,
+                # per connection: one request on the wire, one chunk being stored
+                max_in_flight=2 * self.config.connections_per_peer,
                 request_timeout_s=self.config.chunk_timeout_s,
             ),
         )
@@ -337,12 +337,11 @@ class Fetcher:
     ) -> None:
         """One peer: keep its bitmap fresh and run a few connections pulling chunks."""
         try:
-            queue: collections.deque[int] = collections.deque()  # handed out, not yet asked
             async with trio.open_nursery() as nursery:
                 conn = await self.node.dial(peer)
                 nursery.start_soon(self._refresh_have, conn, peer, sched)
                 for _ in range(self.config.connections_per_peer):
-                    nursery.start_soon(self._worker, peer, sched, partial, queue)
+                    nursery.start_soon(self._worker, peer, sched, partial)
         except* (http11.ClientError, trio.TooSlowError) as group:
             # a broken or misbehaving peer ends only its own loop (trio raises groups)
             log.debug("fetch %s from %s: %s", self.info.sha256[:12], peer.uuid, group.exceptions[0])
@@ -378,34 +377,37 @@ class Fetcher:
                 await trio.sleep(pause)
 
     async def _worker(
-        self,
-        peer: PeerView,
-        sched: ChunkScheduler[uuid.UUID],
-        partial: Partial,
-        queue: collections.deque[int],
+        self, peer: PeerView, sched: ChunkScheduler[uuid.UUID], partial: Partial
     ) -> None:
-        """One connection: take the peer's next scheduled chunk, fetch it, repeat.
+        """One connection: ask the peer for its next scheduled chunk, repeat.
 
-        The scheduler hands out up to the peer's in-flight limit at once; the peer's
-        connections share them through ``queue``, one request each at a time.
+        A received chunk is verified and written in a thread while the connection
+        already carries the next request (one chunk being stored per connection: the
+        scheduler's per-peer limit counts it as still in flight until it verified).
         """
-        async with await self.node.dial(peer) as conn:
+        storing = trio.Semaphore(1)
+        async with await self.node.dial(peer) as conn, trio.open_nursery() as nursery:
             while not sched.done():
-                if not queue:
-                    queue.extend(sched.next_requests(peer.uuid, trio.current_time()))
-                if not queue:
+                picks = sched.next_requests(peer.uuid, trio.current_time(), most=1)
+                if not picks:
                     await self._idle(peer.uuid)
                     continue
-                await self._get_chunk(conn, peer, sched, partial, queue.popleft())
+                index = picks[0]
+                body = await self._get_chunk(conn, peer, sched, index)
+                if body is None:
+                    continue
+                await storing.acquire()
+                nursery.start_soon(self._store_chunk, peer, sched, partial, index, body, storing)
 
     async def _get_chunk(
         self,
         conn: http11.HTTPSConnection,
         peer: PeerView,
         sched: ChunkScheduler[uuid.UUID],
-        partial: Partial,
         index: int,
-    ) -> None:
+    ) -> bytes | None:
+        """Chunk ``index``'s bytes as the peer sent them (unverified), or None if it
+        did not send it (the scheduler was told why)."""
         path = f"/swarm/v1/blobs/{self.info.sha256}/chunks/{index}"
         await self.config.fetch_limit.take(self.info.chunk_size(index))
         try:
@@ -415,17 +417,28 @@ class Fetcher:
         except http11.ClientError:
             sched.on_timeout(peer.uuid, index, trio.current_time())
             raise
-        now = trio.current_time()
         if resp.status == 409 and resp.error_code == "not_offered":
             sched.peer_lacks(peer.uuid, index)  # super-seeding: someone else has it
             self._wake()
-            return
+            return None
         if resp.status != 200:
-            sched.on_timeout(peer.uuid, index, now)
+            sched.on_timeout(peer.uuid, index, trio.current_time())
             self._wake()
-            return
+            return None
+        return resp.body
+
+    async def _store_chunk(
+        self,
+        peer: PeerView,
+        sched: ChunkScheduler[uuid.UUID],
+        partial: Partial,
+        index: int,
+        body: bytes,
+        storing: trio.Semaphore,
+    ) -> None:
+        """Verify and write one received chunk, then tell the scheduler."""
         try:
-            fresh = await trio.to_thread.run_sync(partial.write_chunk, index, resp.body)
+            fresh = await trio.to_thread.run_sync(partial.write_chunk, index, body)
         except ChunkMismatch as exc:
             self.progress.bad_chunks += 1
             log.warning(
@@ -435,17 +448,20 @@ class Fetcher:
                 self.info.sha256[:12],
                 exc,
             )
-            sched.on_chunk_bad(peer.uuid, index, now)
+            sched.on_chunk_bad(peer.uuid, index, trio.current_time())
             self._wake()
             return
         except StoreFull as exc:
             self.progress.error = str(exc)
             raise
-        sched.on_chunk_ok(peer.uuid, index, now)
+        finally:
+            storing.release()
+        sched.on_chunk_ok(peer.uuid, index, trio.current_time())
+        self._wake(peer.uuid)  # room for one more request to this peer
         if fresh:
             self.board.bump(self.info.sha256)
             self.progress.have_chunks += 1
-            self.progress.bytes_in += len(resp.body)
+            self.progress.bytes_in += len(body)
             key = str(peer.uuid)
             self.progress.sources[key] = self.progress.sources.get(key, 0) + 1
         if sched.done():

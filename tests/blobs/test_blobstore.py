@@ -150,6 +150,27 @@ def test_chunks_assemble_out_of_order(store: BlobStore, source: tuple[Path, Blob
     assert store.begin(info).missing() == []  # complete: nothing to fetch
 
 
+def test_the_whole_hash_is_carried_along_chunks_that_come_in_order(
+    store: BlobStore, source: tuple[Path, BlobInfo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, info = source
+    chunks = chunks_of(src.read_bytes(), CHUNK)
+    partial = store.begin(info)
+    partial.write_chunk(1, chunks[1])  # ahead of the prefix: waits for chunk 0
+    assert partial._hashed == 0
+    partial.write_chunk(0, chunks[0])  # the prefix grows over 0 and the held 1
+    assert partial._hashed == 2
+    for i in range(2, info.num_chunks):
+        partial.write_chunk(i, chunks[i])
+    assert partial._hashed == info.num_chunks
+    reads: list[int] = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda *a: reads.append(1) or real_pread(*a))
+    path = partial.complete()
+    assert reads == []  # nothing read back: every chunk was hashed as it came
+    assert path.read_bytes() == src.read_bytes()
+
+
 def test_chunks_written_from_threads_are_all_marked(
     store: BlobStore, source: tuple[Path, BlobInfo]
 ) -> None:
@@ -240,10 +261,10 @@ kill_at = int(kill_at)
 real = blobstore._pwrite
 armed = []
 
-def pwrite_then_die(path, payload, offset):
+def pwrite_then_die(path, payload, offset, **kw):
     if armed and path.endswith("have"):
         os.kill(os.getpid(), signal.SIGKILL)  # data is written, its bit is not
-    real(path, payload, offset)
+    real(path, payload, offset, **kw)
     if path.endswith("data") and offset == kill_at * info.chunk_bytes:
         armed.append(True)
 

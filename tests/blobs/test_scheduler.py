@@ -51,6 +51,28 @@ def test_rarest_first() -> None:
     assert sorted(make(6, seed=1, max_in_flight=2).next_requests("x", 0.0)) == []
 
 
+def test_a_single_source_is_asked_in_order_and_two_are_not() -> None:
+    for seed in range(5):
+        s = make(40, have={0, 3}, seed=seed, max_in_flight=4)
+        s.set_peer_chunks("a", range(40))
+        assert s.next_requests("a", 0.0) == [1, 2, 4, 5]  # in order, around what we hold
+    orders = set()
+    for seed in range(5):
+        s = make(40, seed=seed, max_in_flight=4)
+        s.set_peer_chunks("a", range(40))
+        s.set_peer_chunks("b", range(40))  # two sources: ties at random again
+        orders.add(tuple(s.next_requests("a", 0.0)))
+    assert len(orders) > 1 and (0, 1, 2, 3) not in orders
+
+
+def test_next_requests_hands_out_at_most_what_is_asked() -> None:
+    s = make(10, max_in_flight=4)
+    s.set_peer_chunks("a", range(10))
+    assert s.next_requests("a", 0.0, most=1) == [0]
+    assert s.next_requests("a", 0.0, most=2) == [1, 2]
+    assert s.next_requests("a", 0.0, most=5) == [3]  # the limit still holds
+
+
 def test_random_first_pick_uses_the_injected_rng() -> None:
     picks = set()
     for seed in range(30):
