@@ -359,6 +359,12 @@ async def _read_body(conn: h11.Connection, stream: TLSStream, max_body: int) -> 
             raise HTTPError(400, "bad_request", "request body ended early")
 
 
+async def _send_data(conn: h11.Connection, stream: TLSStream, data: bytes) -> None:
+    """One body piece, framed by h11 without copying it (``send`` would join it)."""
+    for part in conn.send_with_data_passthrough(h11.Data(data=data)) or ():
+        await stream.send_all(part)
+
+
 async def _send_response(conn: h11.Connection, stream: TLSStream, response: Response) -> None:
     headers = [("content-type", response.content_type), *response.headers]
     if isinstance(response.body, bytes):
@@ -371,10 +377,10 @@ async def _send_response(conn: h11.Connection, stream: TLSStream, response: Resp
         await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
         if isinstance(response.body, bytes):
             if response.body:
-                await stream.send_all(conn.send(h11.Data(data=response.body)))
+                await _send_data(conn, stream, response.body)
         else:
             async for piece in response.body:
-                await stream.send_all(conn.send(h11.Data(data=piece)))
+                await _send_data(conn, stream, piece)
         await stream.send_all(conn.send(h11.EndOfMessage()))
     except h11.LocalProtocolError as exc:
         log.warning("response framing error: %s", exc)

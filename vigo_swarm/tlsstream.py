@@ -25,6 +25,7 @@ import trio
 
 TRANSPORT_READ_BYTES = 65536
 RECORD_BYTES = 16384  # the largest TLS plaintext record: read() never allocates more
+SEND_PIECE_BYTES = 256 * 1024  # plaintext encrypted and sent per step (stays in cache)
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)  # the socket is done
 
 
@@ -101,8 +102,14 @@ class TLSStream(trio.abc.AsyncResource):
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self._tls.write(data)
-        await self._flush()
+        """Encrypt and send ``data``, a piece at a time (a 4 MiB chunk encrypted whole
+        went through memory twice more, and nothing was sent until all of it was)."""
+        view = memoryview(data)
+        for at in range(0, len(view), SEND_PIECE_BYTES):
+            self._tls.write(view[at : at + SEND_PIECE_BYTES])
+            await self._flush()
+        if not view:
+            await self._flush()
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         return self._tls.getpeercert(binary_form)
