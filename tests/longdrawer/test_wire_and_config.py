@@ -115,6 +115,11 @@ def test_index_store_sequences_epochs_and_progress(tmp_path: Path) -> None:
     assert [e.seq for e in entries] == [2, 3] and entries[1].deleted
     assert store.since(PID, 3, 10) == ([], 3)
     assert store.get(PID, "b") == (entries[0], "")
+    many = [f"f{i}" for i in range(1200)]  # past SQLite's parameter limit
+    store.put(PID, [(Entry(p, Kind.DIR, VersionVector.of({a: 1}), a), p) for p in many[::2]])
+    got = store.get_many(PID, ["b", "nope", *many])
+    assert set(got) == {"b", *many[::2]} and got["b"] == store.get(PID, "b")
+    assert got["f10"][1] == "f10" and store.get_many(PID, []) == {}
     epoch, _ = store.state(PID)
     assert store.progress(PID, a) == ("", 0)
     store.set_progress(PID, a, "e", 9)
@@ -122,7 +127,7 @@ def test_index_store_sequences_epochs_and_progress(tmp_path: Path) -> None:
     assert store.counts(PID)["tombstones"] == 1 and store.counts(PID)["symlinks"] == 1
     store.close()
     again = IndexStore(tmp_path / "index.db")
-    assert again.state(PID) == (epoch, 3)  # kept across restarts
+    assert again.state(PID) == (epoch, 603)  # kept across restarts
     assert IndexStore(tmp_path / "other.db").state(PID)[0] != epoch  # a new database: new epoch
 
 

@@ -752,9 +752,12 @@ class LongdrawerService:
         large: dict[str, list[Entry]] = {}
         results: list[bool] = []
         now = trio.current_time()
-        for e in {e.path: e for e in entries}.values():  # one entry per path
+        unique = {e.path: e for e in entries}  # one entry per path
+        files = [p for p, e in unique.items() if e.kind is Kind.FILE and not e.deleted]
+        known = await trio.to_thread.run_sync(self.index.get_many, pid, files)  # one hop
+        for e in unique.values():
             if e.kind is Kind.FILE and not e.deleted and not ps.rules.ignored(e.path):
-                local = await trio.to_thread.run_sync(self.index.get, pid, e.path)
+                local = known.get(e.path)
                 if local is None or not local[0].vv.dominates(e.vv):
                     ps.pending[e.path] = e.size
                     if self.store.blob_path(e.sha256) is None:
