@@ -221,7 +221,7 @@ class Partial:
     def have_bitmap(self) -> bytes:
         return bytes(self._have)
 
-    def write_chunk(self, index: int, data: bytes) -> bool:
+    def write_chunk(self, index: int, data: bytes | memoryview) -> bool:
         """Verify and store chunk ``index``; True if it was new. Raises ChunkMismatch."""
         info, short = self.info, self.info.sha256[:12]
         if len(data) != (size := info.chunk_size(index)):
@@ -244,7 +244,7 @@ class Partial:
             self._hash_along(index, data)
         return True
 
-    def _hash_along(self, index: int, data: bytes) -> None:
+    def _hash_along(self, index: int, data: bytes | memoryview) -> None:
         """Carry the whole-blob hash over the chunks now held in order from the start.
 
         Chunks that come in order (a single source sends them so) are hashed here while
@@ -258,17 +258,17 @@ class Partial:
         finally:
             self._hash_lock.release()
 
-    def _hash_prefix(self, index: int = -1, data: bytes = b"") -> None:
+    def _hash_prefix(self, index: int = -1, data: bytes | memoryview = b"") -> None:
         """Extend the whole-blob hash over held chunks; ``_hash_lock`` held. Chunk
         ``index`` is ``data``; others are read back (they verified before their bit)."""
         info, fd = self.info, -1
         try:
             while self._hashed < info.num_chunks and self._has(self._hashed):
-                i, chunk = self._hashed, data
+                i, chunk = self._hashed, memoryview(data)
                 if i != index:
                     if fd < 0:
                         fd = os.open(os.path.join(self._dir, "data"), os.O_RDONLY | _NOFOLLOW)
-                    chunk = os.pread(fd, info.chunk_size(i), i * info.chunk_bytes)
+                    chunk = memoryview(os.pread(fd, info.chunk_size(i), i * info.chunk_bytes))
                 self._whole.update(chunk)
                 self._hashed += 1
         finally:
@@ -612,7 +612,7 @@ def _io(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: {exc.strerror or exc}") from exc
 
 
-def _pwrite(path: str, data: bytes, offset: int, *, sync: bool = True) -> None:
+def _pwrite(path: str, data: bytes | memoryview, offset: int, *, sync: bool = True) -> None:
     """Write ``data`` at ``offset``; ``sync``: and start writing it to disk now (not
     waiting: the fsync before the blob completes then has little left to do)."""
     fd = os.open(path, os.O_WRONLY | _NOFOLLOW)

@@ -8,22 +8,25 @@ back every record already received and decryptable (up to ``max_bytes``) in one 
 so the scheduler runs once per socket read (≈ 64 KiB) instead of once per record.
 
 It covers what the peer channel needs, one task at a time per direction: handshake,
-``receive_some``, ``send_all``, ``getpeercert``, ``aclose``. Errors are the ``ssl``
-module's (``SSLError`` and subclasses; a ragged EOF is ``SSLEOFError``) and trio's
-transport errors (``BrokenResourceError``, ``ClosedResourceError``); a clean
-``close_notify`` reads as ``b""``. Messages OpenSSL produces on its own after the
-handshake (session tickets, key updates) are sent as soon as they appear.
+``receive_some``, ``receive_into`` (plaintext straight into a caller's buffer: a bulk
+body then costs no allocation per record), ``send_all``, ``getpeercert``, ``aclose``.
+Errors are the ``ssl`` module's (``SSLError`` and subclasses; a ragged EOF is
+``SSLEOFError``) and trio's transport errors (``BrokenResourceError``,
+``ClosedResourceError``); a clean ``close_notify`` reads as ``b""``. Messages OpenSSL
+produces on its own after the handshake (session tickets, key updates) are sent as
+soon as they appear.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import trio
 
-TRANSPORT_READ_BYTES = 65536
+TRANSPORT_READ_BYTES = 65536  # ciphertext per socket read, into a buffer kept per stream
 RECORD_BYTES = 16384  # the largest TLS plaintext record: read() never allocates more
 SEND_PIECE_BYTES = 256 * 1024  # plaintext encrypted and sent per step (stays in cache)
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)  # the socket is done
@@ -48,15 +51,23 @@ class TLSStream(trio.abc.AsyncResource):
             server_hostname=server_hostname,
         )
         self._peer_closed = False
+        self._rbuf = bytearray(TRANSPORT_READ_BYTES)
 
     async def _flush(self) -> None:
         if self._outgoing.pending:
             await self.transport_stream.send_all(self._outgoing.read())
 
     async def _fill(self) -> None:
-        data = await self.transport_stream.receive_some(TRANSPORT_READ_BYTES)
-        if data:
-            self._incoming.write(data)
+        """Read ciphertext into a buffer kept for the stream's life (no bytes object per
+        read), and hand it to the TLS object."""
+        try:
+            n = await self.transport_stream.socket.recv_into(self._rbuf)
+        except OSError as exc:  # what trio's SocketStream.receive_some raises for these
+            if exc.errno == errno.EBADF:
+                raise trio.ClosedResourceError("this socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        if n:
+            self._incoming.write(memoryview(self._rbuf)[:n])
         else:
             self._incoming.write_eof()
 
@@ -75,6 +86,29 @@ class TLSStream(trio.abc.AsyncResource):
                 raise
             await self._flush()
             return
+
+    async def receive_into(self, view: memoryview) -> int:
+        """Plaintext straight into ``view`` (no bytes object per record): at least one
+        byte, at most ``len(view)``; 0 once the peer closed with close_notify."""
+        size = 0
+        while True:
+            try:
+                while size < len(view):
+                    # with a buffer, read() returns a count (typeshed says bytes)
+                    n = cast(int, self._tls.read(min(RECORD_BYTES, len(view) - size), view[size:]))
+                    if not n:
+                        self._peer_closed = True
+                        break
+                    size += n
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                self._peer_closed = True
+            if self._outgoing.pending:
+                await self._flush()
+            if size or self._peer_closed:
+                return size
+            await self._fill()
 
     async def receive_some(self, max_bytes: int = TRANSPORT_READ_BYTES) -> bytes:
         """Plaintext: at least one byte, at most ``max_bytes``; ``b""`` once the peer

@@ -386,6 +386,11 @@ class Fetcher:
         scheduler's per-peer limit counts it as still in flight until it verified).
         """
         storing = trio.Semaphore(1)
+        # two chunk buffers: one being received, one being stored (the semaphore makes
+        # sure a buffer's store finished before it is received into again)
+        size = min(self.info.chunk_bytes, self.info.size_bytes)
+        buffers: list[bytearray] = []
+        turn = 0
         async with await self.node.dial(peer) as conn, trio.open_nursery() as nursery:
             while not sched.done():
                 picks = sched.next_requests(peer.uuid, trio.current_time(), most=1)
@@ -393,9 +398,12 @@ class Fetcher:
                     await self._idle(peer.uuid)
                     continue
                 index = picks[0]
-                body = await self._get_chunk(conn, peer, sched, index)
+                if len(buffers) <= turn:
+                    buffers.append(bytearray(size))
+                body = await self._get_chunk(conn, peer, sched, index, buffers[turn])
                 if body is None:
                     continue
+                turn ^= 1
                 await storing.acquire()
                 nursery.start_soon(self._store_chunk, peer, sched, partial, index, body, storing)
 
@@ -405,14 +413,19 @@ class Fetcher:
         peer: PeerView,
         sched: ChunkScheduler[uuid.UUID],
         index: int,
-    ) -> bytes | None:
-        """Chunk ``index``'s bytes as the peer sent them (unverified), or None if it
-        did not send it (the scheduler was told why)."""
+        buffer: bytearray,
+    ) -> bytes | memoryview | None:
+        """Chunk ``index``'s bytes as the peer sent them (unverified; in ``buffer``),
+        or None if it did not send it (the scheduler was told why)."""
         path = f"/swarm/v1/blobs/{self.info.sha256}/chunks/{index}"
         await self.config.fetch_limit.take(self.info.chunk_size(index))
         try:
             resp = await conn.request(
-                "GET", path, max_body=self.info.chunk_bytes, timeout_s=self.config.chunk_timeout_s
+                "GET",
+                path,
+                max_body=self.info.chunk_bytes,
+                timeout_s=self.config.chunk_timeout_s,
+                into=buffer,
             )
         except http11.ClientError:
             sched.on_timeout(peer.uuid, index, trio.current_time())
@@ -425,7 +438,7 @@ class Fetcher:
             sched.on_timeout(peer.uuid, index, trio.current_time())
             self._wake()
             return None
-        return resp.body
+        return resp.view if resp.view is not None else resp.body
 
     async def _store_chunk(
         self,
@@ -433,7 +446,7 @@ class Fetcher:
         sched: ChunkScheduler[uuid.UUID],
         partial: Partial,
         index: int,
-        body: bytes,
+        body: bytes | memoryview,
         storing: trio.Semaphore,
     ) -> None:
         """Verify and write one received chunk, then tell the scheduler."""

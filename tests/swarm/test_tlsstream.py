@@ -98,3 +98,35 @@ async def test_without_a_client_certificate_the_handshake_fails_for_the_client(
     with trio.fail_after(10), pytest.raises((ssl.SSLError, trio.BrokenResourceError)):
         client = await pair(tmp_path, nursery, serve, client_cert=False)
         await client.receive_some()  # TLS 1.3: the refusal shows on the first read
+
+
+async def test_receive_into_fills_a_buffer_and_reads_zero_after_close_notify(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    async def serve(stream: TLSStream) -> None:
+        await stream.send_all(PAYLOAD)
+        await stream.aclose()
+
+    client = await pair(tmp_path, nursery, serve)
+    buf = bytearray(len(PAYLOAD) + 100)
+    view, size = memoryview(buf), 0
+    with trio.fail_after(10):
+        while n := await client.receive_into(view[size:]):
+            size += n
+        assert bytes(buf[:size]) == PAYLOAD
+        assert await client.receive_into(view) == 0  # and stays closed
+    await client.aclose()
+
+
+async def test_receive_into_reports_a_ragged_eof(tmp_path: Path, nursery: trio.Nursery) -> None:
+    async def serve(stream: TLSStream) -> None:
+        await stream.send_all(b"partial")
+        await stream.transport_stream.aclose()
+
+    client = await pair(tmp_path, nursery, serve)
+    buf = memoryview(bytearray(64))
+    with trio.fail_after(10):
+        assert await client.receive_into(buf) == len(b"partial")
+        with pytest.raises(ssl.SSLError):
+            await client.receive_into(buf)
+    await client.aclose()

@@ -67,6 +67,15 @@ async def two_peers(
     return first, second
 
 
+async def seeded_pair(
+    tmp: Path, nursery: trio.Nursery, n: int, source: tuple[Path, BlobInfo]
+) -> tuple[BlobStore, SwarmNode]:
+    """Two peers; the first holds ``source`` complete: (its store, the other node)."""
+    (_, seed_store), (other, _) = await two_peers(tmp, nursery, n)
+    seed_store.add_file(source[0], source[1].chunk_bytes)
+    return seed_store, other
+
+
 @pytest.fixture
 def source(tmp_path: Path) -> tuple[Path, BlobInfo]:
     f = tmp_path / "source.bin"
@@ -126,9 +135,8 @@ async def test_a_corrupt_peer_is_caught_per_chunk_and_the_blob_still_completes(
 async def test_resume_fetches_only_the_missing_chunks(
     tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
 ) -> None:
-    (_, seed_store), (me, _) = await two_peers(tmp_path, nursery, 95)
+    _, me = await seeded_pair(tmp_path, nursery, 95, source)
     path, info = source
-    seed_store.add_file(path, CHUNK)
     # a previous run (a crashed daemon) verified the first 25 chunks
     earlier = BlobStore(tmp_path / "t96" / "swarm")
     partial = earlier.begin(info)
@@ -275,3 +283,27 @@ async def test_the_bandwidth_limits_meter_every_chunk_fetched_and_served(
     done = await Fetcher(me, my_store, info, TransferConfig(fetch_limit=fetch)).fetch()
     assert done.read_bytes() == path.read_bytes()
     assert fetch.taken == serve.taken == info.size_bytes
+
+
+async def test_a_chunk_body_lands_in_the_callers_buffer_and_errors_do_not(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    _, asker = await seeded_pair(tmp_path, nursery, 64, source)
+    path, info = source
+    data = path.read_bytes()
+    base = f"/swarm/v1/blobs/{info.sha256}/chunks"
+    buf = bytearray(CHUNK)
+    async with await asker.dial(asker.peers()[0]) as conn:
+        resp = await conn.request("GET", f"{base}/3", into=buf)
+        assert resp.status == 200 and resp.body == b"" and resp.view is not None
+        assert bytes(resp.view) == data[3 * CHUNK : 4 * CHUNK]
+        last = info.num_chunks - 1
+        resp = await conn.request("GET", f"{base}/{last}", into=buf)  # the short tail
+        assert resp.view is not None and bytes(resp.view) == data[last * CHUNK :]
+        resp = await conn.request("GET", f"{base}/99999", into=buf)  # an error answer
+        assert resp.status == 404 and resp.view is None and resp.error_code == "no_chunk"
+        small = bytearray(10)  # too small for a chunk: the body comes as bytes instead
+        resp = await conn.request("GET", f"{base}/0", into=small)
+        assert resp.view is None and resp.body == data[:CHUNK] and small == bytearray(10)
+        resp = await conn.request("GET", f"{base}/1", into=buf)  # the connection is fine
+        assert resp.view is not None and bytes(resp.view) == data[CHUNK : 2 * CHUNK]
