@@ -27,6 +27,7 @@ from typing import Any, cast
 import trio
 
 TRANSPORT_READ_BYTES = 65536  # ciphertext per socket read, into a buffer kept per stream
+BULK_READ_BYTES = 256 * 1024  # the same while a body streams in (receive_into)
 RECORD_BYTES = 16384  # the largest TLS plaintext record: read() never allocates more
 SEND_PIECE_BYTES = 256 * 1024  # plaintext encrypted and sent per step (stays in cache)
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)  # the socket is done
@@ -51,15 +52,19 @@ class TLSStream(trio.abc.AsyncResource):
             server_hostname=server_hostname,
         )
         self._peer_closed = False
-        self._rbuf = bytearray(TRANSPORT_READ_BYTES)
+        self._rbuf = bytearray(TRANSPORT_READ_BYTES)  # grown on the first bulk read
 
     async def _flush(self) -> None:
         if self._outgoing.pending:
             await self.transport_stream.send_all(self._outgoing.read())
 
-    async def _fill(self) -> None:
+    async def _fill(self, bulk: bool = False) -> None:
         """Read ciphertext into a buffer kept for the stream's life (no bytes object per
-        read), and hand it to the TLS object."""
+        read), and hand it to the TLS object. ``bulk``: a body is streaming in, read up
+        to BULK_READ_BYTES at once (a quarter of the scheduler passes per chunk); the
+        bigger buffer is kept only by streams that carry bulk bodies."""
+        if bulk and len(self._rbuf) < BULK_READ_BYTES:
+            self._rbuf = bytearray(BULK_READ_BYTES)
         try:
             n = await self.transport_stream.socket.recv_into(self._rbuf)
         except OSError as exc:  # what trio's SocketStream.receive_some raises for these
@@ -108,7 +113,7 @@ class TLSStream(trio.abc.AsyncResource):
                 await self._flush()
             if size or self._peer_closed:
                 return size
-            await self._fill()
+            await self._fill(bulk=True)
 
     async def receive_some(self, max_bytes: int = TRANSPORT_READ_BYTES) -> bytes:
         """Plaintext: at least one byte, at most ``max_bytes``; ``b""`` once the peer
