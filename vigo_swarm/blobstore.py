@@ -57,7 +57,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
-from .durable import NOFOLLOW, fsync_dir, start_writeback, write_all, write_new
+from .durable import (
+    NOFOLLOW,
+    fsync_dir,
+    start_writeback,
+    write_all,
+    write_direct,
+    write_new,
+)
 
 READ_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20  # the manifest's limit too
@@ -233,7 +240,9 @@ class Partial:
         if self._has(index):
             return False
         with _io(f"writing chunk {index} of blob {short} under {self._store.root}"):
-            _pwrite(os.path.join(self._dir, "data"), data, index * info.chunk_bytes)
+            path, offset = os.path.join(self._dir, "data"), index * info.chunk_bytes
+            if not (self._store.direct_io and write_direct(path, data, offset)):
+                _pwrite(path, data, offset)
             with self._lock:
                 if self._has(index):
                     return False
@@ -320,8 +329,10 @@ class Partial:
 class BlobStore:
     """Complete and partial blobs under ``<root>/.blobs`` (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, direct_io: bool = True) -> None:
         self.root = Path(root)
+        # chunks that arrive in aligned buffers are written past the page cache (docs/blobs.md)
+        self.direct_io = direct_io
         self._blobs = os.path.join(self.root, ".blobs")
         self._info_dir = os.path.join(self._blobs, "info")
         self._partials_dir = os.path.join(self._blobs, "partial")

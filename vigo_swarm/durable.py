@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import mmap
 import os
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -73,3 +75,53 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
     fsync. Errors are ignored here: the fsync reports them."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
+
+
+DIRECT_ALIGN = 4096  # O_DIRECT: offsets, lengths and buffer addresses (any device's block)
+
+
+def aligned_buffer(nbytes: int) -> memoryview:
+    """A writable buffer at a page boundary (anonymous memory), as ``write_direct``
+    needs; freed when the last view of it goes."""
+    return memoryview(mmap.mmap(-1, max(nbytes, 1)))[:nbytes]
+
+
+def write_direct(path: PathArg, data: bytes | memoryview, offset: int) -> bool:
+    """Write ``data`` at ``offset`` past the page cache (``O_DIRECT``: straight from our
+    buffer to the disk, no copy into cached pages and no writeback left for the fsync).
+
+    Returns False, having written nothing, where that cannot be done: the filesystem
+    has no ``O_DIRECT`` (tmpfs before Linux 6.6), or the offset, length or buffer
+    address is not aligned to ``DIRECT_ALIGN`` (the caller then writes the usual way).
+    A short direct write is finished with an ordinary one.
+    """
+    view = memoryview(data)
+    if offset % DIRECT_ALIGN or len(view) % DIRECT_ALIGN or not view:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT | NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    try:
+        done = 0
+        while done < len(view):
+            try:
+                n = os.pwrite(fd, view[done:], offset + done)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL and done == 0:
+                    return False  # the buffer's address is not aligned
+                raise
+            done += n
+            if n % DIRECT_ALIGN:
+                break
+    finally:
+        os.close(fd)
+    if done < len(view):
+        fd = os.open(path, os.O_WRONLY | NOFOLLOW)
+        try:
+            write_all(fd, view[done:], offset + done)
+        finally:
+            os.close(fd)
+    return True

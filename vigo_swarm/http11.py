@@ -467,10 +467,10 @@ class HTTPSConnection:
         headers: Mapping[str, str] | None = None,
         max_body: int = 16 << 20,
         timeout_s: float = 30.0,
-        into: bytearray | None = None,
+        into: memoryview | None = None,
     ) -> ClientResponse:
-        """One request and its answer. With ``into``, a 200 answer's Content-Length body
-        that fits is read straight into that buffer (``ClientResponse.view``): a bulk
+        """One request and its answer. With ``into`` (a writable buffer), a 200 answer's
+        Content-Length body that fits is read straight into it (``ClientResponse.view``): a bulk
         chunk then costs no allocation and no copy beyond decryption."""
         hdrs = [("host", "vigo"), ("content-length", str(len(body)))]
         hdrs += list((headers or {}).items())
@@ -497,7 +497,7 @@ class HTTPSConnection:
                     data = await self._read_framed_body(method, path, max_body)
                 else:
                     fits = into is not None and event.status_code == 200 and expected <= len(into)
-                    view = memoryview(into)[:expected] if fits and into is not None else None
+                    view = into[:expected] if fits and into is not None else None
                     data = await self._read_exact_body(expected, method, path, view)
                     if _says_close(event):
                         self._closing = True

@@ -50,6 +50,7 @@ from .blobstore import (
     decode_bitmap,
     encode_bitmap,
 )
+from .durable import aligned_buffer
 from .node import SwarmNode
 from .peers import PeerView
 from .ratelimit import Limiter
@@ -389,7 +390,7 @@ class Fetcher:
         # two chunk buffers: one being received, one being stored (the semaphore makes
         # sure a buffer's store finished before it is received into again)
         size = min(self.info.chunk_bytes, self.info.size_bytes)
-        buffers: list[bytearray] = []
+        buffers: list[memoryview] = []  # page-aligned: the store can write them direct
         turn = 0
         async with await self.node.dial(peer) as conn, trio.open_nursery() as nursery:
             while not sched.done():
@@ -399,7 +400,7 @@ class Fetcher:
                     continue
                 index = picks[0]
                 if len(buffers) <= turn:
-                    buffers.append(bytearray(size))
+                    buffers.append(aligned_buffer(size))
                 body = await self._get_chunk(conn, peer, sched, index, buffers[turn])
                 if body is None:
                     continue
@@ -413,7 +414,7 @@ class Fetcher:
         peer: PeerView,
         sched: ChunkScheduler[uuid.UUID],
         index: int,
-        buffer: bytearray,
+        buffer: memoryview,
     ) -> bytes | memoryview | None:
         """Chunk ``index``'s bytes as the peer sent them (unverified; in ``buffer``),
         or None if it did not send it (the scheduler was told why)."""

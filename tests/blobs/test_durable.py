@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from vigo_swarm import durable
-from vigo_swarm.durable import WRITE_PIECE_BYTES, start_writeback, write_all
+from vigo_swarm.durable import (
+    DIRECT_ALIGN,
+    WRITE_PIECE_BYTES,
+    aligned_buffer,
+    start_writeback,
+    write_all,
+    write_direct,
+)
 
 
 @pytest.mark.parametrize("offset", [None, 0, 12345])
@@ -49,3 +56,19 @@ def test_start_writeback_never_raises(tmp_path: Path) -> None:
         os.close(fd)
     start_writeback(fd, 0, 1 << 16)  # a closed descriptor: the fsync that follows reports it
     assert durable._sync_file_range is not None  # Linux: the call is really made
+
+
+def test_write_direct_writes_aligned_buffers_and_declines_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(4 * DIRECT_ALIGN))
+    buf = aligned_buffer(2 * DIRECT_ALIGN)
+    buf[:] = os.urandom(len(buf))
+    assert write_direct(path, buf, DIRECT_ALIGN)  # ext4 under /tmp has O_DIRECT
+    assert path.read_bytes()[DIRECT_ALIGN : 3 * DIRECT_ALIGN] == bytes(buf)
+    before = path.read_bytes()
+    assert not write_direct(path, buf, 100)  # an unaligned offset
+    assert not write_direct(path, buf[:100], 0)  # an unaligned length
+    assert not write_direct(path, buf[0:0], 0)  # nothing to write
+    odd = aligned_buffer(DIRECT_ALIGN + 1)[1:]  # aligned length, unaligned address
+    assert not write_direct(path, odd, 0)
+    assert path.read_bytes() == before  # a refusal wrote nothing

@@ -292,7 +292,7 @@ async def test_a_chunk_body_lands_in_the_callers_buffer_and_errors_do_not(
     path, info = source
     data = path.read_bytes()
     base = f"/swarm/v1/blobs/{info.sha256}/chunks"
-    buf = bytearray(CHUNK)
+    buf = memoryview(bytearray(CHUNK))
     async with await asker.dial(asker.peers()[0]) as conn:
         resp = await conn.request("GET", f"{base}/3", into=buf)
         assert resp.status == 200 and resp.body == b"" and resp.view is not None
@@ -303,7 +303,7 @@ async def test_a_chunk_body_lands_in_the_callers_buffer_and_errors_do_not(
         resp = await conn.request("GET", f"{base}/99999", into=buf)  # an error answer
         assert resp.status == 404 and resp.view is None and resp.error_code == "no_chunk"
         small = bytearray(10)  # too small for a chunk: the body comes as bytes instead
-        resp = await conn.request("GET", f"{base}/0", into=small)
+        resp = await conn.request("GET", f"{base}/0", into=memoryview(small))
         assert resp.view is None and resp.body == data[:CHUNK] and small == bytearray(10)
         resp = await conn.request("GET", f"{base}/1", into=buf)  # the connection is fine
         assert resp.view is not None and bytes(resp.view) == data[CHUNK : 2 * CHUNK]
