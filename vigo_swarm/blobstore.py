@@ -208,6 +208,13 @@ def describe_file(path: str | os.PathLike[str], chunk_bytes: int) -> BlobInfo:
     return hasher.info()
 
 
+def describe_bytes(data: bytes | memoryview, chunk_bytes: int) -> BlobInfo:
+    """The BlobInfo of bytes in memory (``describe_file`` for a small file read whole)."""
+    hasher = _Hasher(chunk_bytes)
+    hasher.update(memoryview(data))
+    return hasher.info()
+
+
 class Partial:
     """A blob being fetched; get it from ``BlobStore.begin``. Thread-safe."""
 

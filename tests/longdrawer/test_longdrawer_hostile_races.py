@@ -144,15 +144,16 @@ async def test_a_small_file_that_does_not_match_its_hash(
     evil, victim = await pair(tmp_path, nursery, 57, 58)
     data = os.urandom(3000)
     bad_sha = hashlib.sha256(data).hexdigest()
-    real_read = evil.svc.store.read_chunk
+    evil_folder = person(evil).folder
+    real_read = evil_folder.read_indexed  # small files are served from the folder
 
-    def flipped(sha: str, index: int) -> bytes:
-        chunk = bytearray(real_read(sha, index))
-        if sha == bad_sha:
-            chunk[0] ^= 0xFF
-        return bytes(chunk)
+    def flipped(path: str, sha: str, size: int) -> bytes | None:
+        got = real_read(path, sha, size)
+        if got is None or sha != bad_sha:
+            return got
+        return bytes([got[0] ^ 0xFF]) + got[1:]
 
-    evil.svc.store.read_chunk = flipped  # type: ignore[method-assign]
+    evil_folder.read_indexed = flipped  # type: ignore[method-assign]
     (evil.folder() / "small.bin").write_bytes(data)
     ps = person(victim)
     await wait_until(lambda: "bad bytes" in ps.stats.last_error, "the bad bytes refused")

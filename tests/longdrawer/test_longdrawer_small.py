@@ -4,6 +4,7 @@ whole and identical."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -26,8 +27,9 @@ async def test_a_thousand_small_files_come_in_few_requests(
     fa, fb = a.folder(), b.folder()
     (fa / "many").mkdir()
     started = time.monotonic()
-    for i in range(FILES):
-        (fa / "many" / f"f{i:04}.bin").write_bytes(os.urandom(4096))
+    contents = [os.urandom(4096) for _ in range(FILES)]
+    for i, data in enumerate(contents):
+        (fa / "many" / f"f{i:04}.bin").write_bytes(data)
     (fa / "many" / "empty.txt").write_bytes(b"")
 
     def arrived() -> bool:
@@ -44,3 +46,5 @@ async def test_a_thousand_small_files_come_in_few_requests(
     assert 1 <= ps.stats.small_requests <= 3 * (FILES // MAX_SMALL_COUNT + 1)
     assert ps.stats.bytes_fetched == FILES * 4096
     assert ps.stats.files_written == FILES + 1
+    # the sender indexed them without copying them into its store (served from the folder)
+    assert all(a.svc.store.blob_path(hashlib.sha256(d).hexdigest()) is None for d in contents)

@@ -19,9 +19,12 @@ CVE-2017-1000420 and directory→symlink swaps):
    says (``Stale`` otherwise: the caller rescans first, so an unindexed local edit is
    never overwritten). A file that changes while it is hashed is not indexed
    (``changing``) until it is quiet.
-5. A file's content enters the blob store (``add_file``) when it is indexed, so what a
-   peer fetches is an immutable snapshot: a file that changes while it is being sent
-   never materializes torn anywhere.
+5. A large file's content enters the blob store (``add_file``) when it is indexed, so
+   what a peer fetches is an immutable snapshot: a file that changes while it is being
+   sent never materializes torn anywhere. A small one (served whole, ``/small``) is
+   only hashed: ``read_indexed`` serves it straight from the folder, and only while
+   its bytes still match the indexed hash — a changed file is not served (the
+   partner asks again after the rescan), so it never arrives torn either.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..blobstore import BlobError, BlobStore
+from ..blobstore import BlobError, BlobStore, describe_bytes
 from ..materialize import MaterializeError, walk_dirs
+from .batch import SMALL_BLOB_BYTES
 from .index import MODE_BITS, Decision, Entry, Kind
 from .paths import TMP_PREFIX, BadPath, IgnoreRules, parent_of, validate_path
 from .vv import VersionVector
@@ -314,12 +318,16 @@ class Folder:
     def _describe_file(
         self, fd: int, path: str, before: os.stat_result
     ) -> tuple[Entry, str] | None:
-        """Copy the open file into the store, hashing it (closes ``fd``); None if it
-        changed meanwhile."""
+        """Hash the open file — a large one copied into the store as it is hashed, a
+        small one only read (see 5 above) — and close ``fd``; None if it changed
+        meanwhile."""
         try:
             try:
-                # The open fd, reopened through /proc: the very file we checked, no path.
-                info = self.store.add_file(f"/proc/self/fd/{fd}", self.chunk_bytes)
+                if before.st_size <= min(SMALL_BLOB_BYTES, self.chunk_bytes):
+                    info = describe_bytes(_read_upto(fd, before.st_size + 1), self.chunk_bytes)
+                else:
+                    # The open fd, reopened through /proc: the very file we checked.
+                    info = self.store.add_file(f"/proc/self/fd/{fd}", self.chunk_bytes)
             except BlobError as exc:
                 raise FolderError(f"~/longdrawer/{path}: {exc}") from exc
             after = os.fstat(fd)
@@ -344,6 +352,29 @@ class Folder:
             chunks=info.chunk_hashes,
         )
         return entry, disk_sig(after)
+
+    def read_indexed(self, path: str, sha256: str, size: int) -> bytes | None:
+        """The bytes of a small indexed file, if the disk still holds exactly them (the
+        person's own regular file, reached without following a symlink); else None."""
+        name = path.rpartition("/")[2]
+        try:
+            validate_path(path)
+            with self._parent(path, create=False) as dfd:
+                if dfd is None:
+                    return None
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+                try:
+                    st = os.fstat(fd)
+                    if not stat.S_ISREG(st.st_mode) or st.st_uid != self.person.uid:
+                        return None
+                    data = _read_upto(fd, size + 1)
+                finally:
+                    os.close(fd)
+        except (OSError, MaterializeError, BadPath):
+            return None
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            return None  # changed since it was indexed: the rescan makes a new version
+        return data
 
     # ------------------------------------------------------------------ applying
 
@@ -482,6 +513,15 @@ class Folder:
                 os.close(fd)
         finally:
             os.close(src)
+
+
+def _read_upto(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``'s start (fewer at end of file)."""
+    parts, size = [], 0
+    while size < limit and (part := os.pread(fd, limit - size, size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _open_unnamed(dfd: int, tmp: str) -> tuple[int, bool]:

@@ -38,6 +38,7 @@ version whose blob is already here (a rename, a copy) moves no bytes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import json
@@ -506,18 +507,27 @@ class LongdrawerService:
 
         def read() -> bytes:
             records, total = [], 0
-            for sha in dict.fromkeys(shas):
-                info = self.store.info(sha) if sha in live else None
-                if info is None or info.num_chunks != 1 or info.size_bytes > SMALL_BLOB_BYTES:
-                    continue
-                if total + info.size_bytes > MAX_SMALL_ANSWER_BYTES:
-                    break
-                try:
-                    data = self.store.read_chunk(sha, 0)  # re-verified against its hash
-                except BlobError:
-                    continue
-                records.append((sha, data))
-                total += len(data)
+            files: dict[str, tuple[str, int]] | None = None  # hash -> (path, size)
+            for sha in dict.fromkeys(s for s in shas if s in live):
+                data: bytes | None = None
+                info = self.store.info(sha)
+                if info is None:  # a small file of ours: indexed, never copied (folder.py)
+                    if files is None:
+                        files = self.index.live_files(ps.person.pid)
+                    path, size = files.get(sha, ("", SMALL_BLOB_BYTES + 1))
+                    if size > SMALL_BLOB_BYTES:
+                        continue
+                    if total + size > MAX_SMALL_ANSWER_BYTES:
+                        break
+                    data = ps.folder.read_indexed(path, sha, size)  # None if it changed
+                elif info.num_chunks == 1 and info.size_bytes <= SMALL_BLOB_BYTES:
+                    if total + info.size_bytes > MAX_SMALL_ANSWER_BYTES:
+                        break
+                    with contextlib.suppress(BlobError):
+                        data = self.store.read_chunk(sha, 0)  # re-verified against its hash
+                if data is not None:
+                    records.append((sha, data))
+                    total += len(data)
             return encode_small(records)
 
         data = await trio.to_thread.run_sync(read)

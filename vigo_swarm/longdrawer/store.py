@@ -220,6 +220,16 @@ class IndexStore:
             ).fetchall()
         return {str(r[0]) for r in rows}
 
+    def live_files(self, person: str) -> dict[str, tuple[str, int]]:
+        """Each live file version's hash -> (one path holding it, its size)."""
+        with self._lock, _errors("reading the index"):
+            rows = self._db.execute(
+                "SELECT sha256, path, size FROM entries "
+                "WHERE person=? AND deleted=0 AND kind='file'",
+                (person,),
+            ).fetchall()
+        return {str(sha): (str(path), int(size)) for sha, path, size in rows}
+
     def counts(self, person: str) -> dict[str, int]:
         with self._lock, _errors("reading the index"):
             row = self._db.execute(
