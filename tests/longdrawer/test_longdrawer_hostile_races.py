@@ -118,7 +118,9 @@ async def test_a_directory_swapped_for_a_symlink_before_the_write(
     swapped: list[str] = []
     once = threading.Lock()  # the service writes files side by side, in threads
 
-    def swap_then_apply(decision: Decision, local: tuple[Entry, str] | None) -> str:
+    def swap_then_apply(
+        decision: Decision, local: tuple[Entry, str] | None, data: bytes | None = None
+    ) -> str:
         # The person (who owns the folder) swaps the directory for a link to
         # somewhere else after every check the service made, right before the write.
         assert decision.entry is not None
@@ -127,7 +129,7 @@ async def test_a_directory_swapped_for_a_symlink_before_the_write(
                 os.rename(b.folder() / "sub", b.folder() / "sub.real")
                 os.symlink(outside, b.folder() / "sub")
                 swapped.append(decision.entry.path)
-        return real_apply(decision, local)
+        return real_apply(decision, local, data)
 
     ps.folder.apply = swap_then_apply  # type: ignore[method-assign]
     for i in range(20):

@@ -393,8 +393,12 @@ class Folder:
         ) as fds:
             yield fds[-1] if len(fds) == len(dirs) + 1 else None
 
-    def apply(self, decision: Decision, local: tuple[Entry, str] | None) -> str:
-        """Make the disk show ``decision.entry``; returns the new disk signature.
+    def apply(
+        self, decision: Decision, local: tuple[Entry, str] | None, data: bytes | None = None
+    ) -> str:
+        """Make the disk show ``decision.entry``; returns the new disk signature. A
+        file's bytes come from ``data`` when given (a small file received whole, checked
+        against the entry here), else from its blob in the store.
 
         Raises Stale (rescan first), FolderError (refused or failed; nothing half-done
         is visible).
@@ -403,11 +407,13 @@ class Folder:
         assert entry is not None
         try:
             validate_path(entry.path)
-            return self._apply(entry, decision.copy_to, local)
+            return self._apply(entry, decision.copy_to, local, data)
         except (OSError, MaterializeError, BadPath) as exc:
             raise FolderError(f"writing ~/longdrawer/{entry.path}: {exc}") from exc
 
-    def _apply(self, entry: Entry, copy_to: str, local: tuple[Entry, str] | None) -> str:
+    def _apply(
+        self, entry: Entry, copy_to: str, local: tuple[Entry, str] | None, data: bytes | None
+    ) -> str:
         name = entry.path.rpartition("/")[2]
         with self._parent(entry.path, create=not entry.deleted) as dfd:
             if dfd is None:  # the parent is gone: so is the path
@@ -450,7 +456,7 @@ class Folder:
                         tmp, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd, follow_symlinks=False
                     )
                 else:
-                    self._write_file(dfd, tmp, entry)
+                    self._write_file(dfd, tmp, entry, data)
                 os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -484,26 +490,28 @@ class Folder:
         finally:
             os.close(fd)
 
-    def _write_file(self, dfd: int, tmp: str, entry: Entry) -> None:
-        """Write the entry's blob as ``tmp`` in the directory ``dfd``, whole: the file is
-        written unnamed (``O_TMPFILE``), checked, fsynced, and only then linked as
-        ``tmp`` — a daemon killed while writing leaves nothing in the folder."""
-        blob = self.store.blob_path(entry.sha256)
-        if blob is None:
-            raise FolderError(f"{entry.path}: blob {entry.sha256[:12]} is not in the store")
-        src = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW)
+    def _write_file(self, dfd: int, tmp: str, entry: Entry, data: bytes | None) -> None:
+        """Write the entry's bytes (``data``, else its blob) as ``tmp`` in the directory
+        ``dfd``, whole: the file is written unnamed (``O_TMPFILE``), checked against
+        the entry's hash, fsynced, and only then linked as ``tmp`` — a daemon killed
+        while writing leaves nothing in the folder."""
+        src = -1
+        if data is None:
+            blob = self.store.blob_path(entry.sha256)
+            if blob is None:
+                raise FolderError(f"{entry.path}: blob {entry.sha256[:12]} is not in the store")
+            src = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             fd, named = _open_unnamed(dfd, tmp)
             try:
                 os.fchown(fd, self.person.uid, self.person.gid)
-                digest, buf = hashlib.sha256(), bytearray(COPY_BYTES)
-                while n := os.readv(src, [buf]):
-                    view = memoryview(buf)[:n]
-                    digest.update(view)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                digest = hashlib.sha256()
+                for piece in _pieces(src) if data is None else [memoryview(data)]:
+                    digest.update(piece)
+                    while piece:
+                        piece = piece[os.write(fd, piece) :]
                 if digest.hexdigest() != entry.sha256:
-                    raise FolderError(f"{entry.path}: the stored blob does not match its hash")
+                    raise FolderError(f"{entry.path}: the bytes do not match their hash")
                 os.fchmod(fd, entry.mode)
                 os.fsync(fd)
                 os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
@@ -512,7 +520,15 @@ class Folder:
             finally:
                 os.close(fd)
         finally:
-            os.close(src)
+            if src >= 0:
+                os.close(src)
+
+
+def _pieces(fd: int) -> Iterator[memoryview]:
+    """A file's bytes from its start, COPY_BYTES at a time (one buffer, reused)."""
+    buf = bytearray(COPY_BYTES)
+    while n := os.readv(fd, [buf]):
+        yield memoryview(buf)[:n]
 
 
 def _read_upto(fd: int, limit: int) -> bytes:

@@ -40,14 +40,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
 import pwd
 import stat
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ import trio
 
 from .. import http11, pki
 from ..blobroutes import PrefixedDialer, private_blob_router
-from ..blobstore import BlobError, BlobStore, is_sha256
+from ..blobstore import BlobError, BlobStore, describe_bytes, is_sha256
 from ..discovery import DiscoveryConfig, MulticastDiscovery
 from ..homes import home_of
 from ..materialize import TargetRefused
@@ -800,16 +799,20 @@ class LongdrawerService:
         results: list[bool],
     ) -> None:
         if small:
-            stored = await self._fetch_small(ps, conn, small)
-            later: list[Entry] = []
-            for sha, group in small.items():
-                if sha in stored:
+            delivered: set[str] = set()
+
+            async def apply_answer(got: dict[str, bytes]) -> None:
+                later: list[Entry] = []
+                for sha in got:
+                    delivered.add(sha)
                     ps.retry_at.pop(sha, None)
-                    later += group
-                else:
-                    self._failed(ps, sha)
-                    results.append(False)
-            results += await self._apply_entries(ps, later)
+                    later += small[sha]
+                results.extend(await self._apply_entries(ps, later, got))
+
+            await self._fetch_small(ps, conn, small, apply_answer)
+            for sha in small.keys() - delivered:
+                self._failed(ps, sha)
+                results.append(False)
         if large:
             limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
 
@@ -832,10 +835,13 @@ class LongdrawerService:
         fails = ps.retry_at.get(sha, (0, 0.0))[0] + 1
         ps.retry_at[sha] = (fails, trio.current_time() + min(RETRY_MAX_S, 2.0**fails))
 
-    async def _apply_entries(self, ps: PersonSync, entries: list[Entry]) -> list[bool]:
+    async def _apply_entries(
+        self, ps: PersonSync, entries: list[Entry], inline: Mapping[str, bytes] | None = None
+    ) -> list[bool]:
         """Apply entries under the person's lock: directories top-down, then files and
         links side by side (their fsyncs share the journal's commits), then deletions
-        bottom-up. One notification round for the lot."""
+        bottom-up. One notification round for the lot. ``inline``: small files' bytes
+        received whole, by hash (written from memory, never put in the store)."""
         if not entries:
             return []
         dirs = sorted(
@@ -847,49 +853,51 @@ class LongdrawerService:
         results: list[bool] = []
         async with ps.lock:
             for e in dirs:
-                results.append(await self._apply_locked(ps, e))
+                results.append(await self._apply_locked(ps, e, inline))
             limiter = trio.CapacityLimiter(APPLY_CONCURRENCY)
 
             async def one(e: Entry) -> None:
                 async with limiter:
-                    results.append(await self._apply_locked(ps, e))
+                    results.append(await self._apply_locked(ps, e, inline))
 
             async with trio.open_nursery() as nursery:
                 for e in others:
                     nursery.start_soon(one, e)
             for e in gone:
-                results.append(await self._apply_locked(ps, e))
+                results.append(await self._apply_locked(ps, e, inline))
         await self._after_change(ps)
         return results
 
     async def _fetch_small(
-        self, ps: PersonSync, conn: http11.HTTPSConnection, groups: dict[str, list[Entry]]
-    ) -> set[str]:
-        """Fetch small blobs whole, many per request, on the pull's connection; the
-        hashes now in the store. A record nobody asked for, of the wrong size or whose
-        bytes do not match is dropped (the store verifies the hash) and counted."""
-        pid, stored = ps.person.pid, set()
+        self,
+        ps: PersonSync,
+        conn: http11.HTTPSConnection,
+        groups: dict[str, list[Entry]],
+        deliver: Callable[[dict[str, bytes]], Awaitable[None]],
+    ) -> None:
+        """Fetch small blobs whole, many per request, on the pull's connection, and hand
+        each answer's verified bytes (by hash) to ``deliver`` before asking for more: at
+        most one answer (8 MiB) is held. A record nobody asked for, of the wrong size or
+        whose bytes do not match its entry is dropped and counted."""
+        pid = ps.person.pid
         wanted = {sha: group[0] for sha, group in groups.items()}
-        limiter = trio.CapacityLimiter(APPLY_CONCURRENCY)
 
-        async def keep(sha: str, data: bytes) -> None:
-            entry = wanted[sha]
-            add = functools.partial(
-                self.store.add_bytes, data, entry.chunk_bytes, expect=entry.blob_info()
-            )
-            try:
-                async with limiter:
-                    await trio.to_thread.run_sync(add)
-            except BlobError as exc:
-                ps.stats.last_error = f"a partner sent {entry.path} with bad bytes: {exc}"
-                log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
-                return
-            stored.add(sha)
-            ps.stats.bytes_fetched += len(data)
+        def verified(records: list[tuple[str, bytes]]) -> dict[str, bytes]:
+            good: dict[str, bytes] = {}
+            for sha, data in records:
+                entry = wanted[sha]
+                if describe_bytes(data, entry.chunk_bytes) != entry.blob_info():
+                    ps.stats.refused += 1
+                    ps.stats.last_error = f"a partner sent {entry.path} with bad bytes"
+                    log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
+                    continue
+                good[sha] = data
+                ps.stats.bytes_fetched += len(data)
+            return good
 
-        async with trio.open_nursery() as nursery:
-            for sha in (sha for sha, e in wanted.items() if e.size == 0):
-                nursery.start_soon(keep, sha, b"")  # nothing to fetch
+        empty = [(sha, b"") for sha, e in wanted.items() if e.size == 0]  # nothing to fetch
+        if empty:
+            await deliver(verified(empty))
         sizes = {sha: e.size for sha, e in wanted.items() if e.size > 0}
         for batch in plan_batches(sizes):
             ps.stats.small_requests += 1
@@ -907,19 +915,18 @@ class LongdrawerService:
             except (http11.ClientError, BadBatch) as exc:
                 ps.stats.last_error = f"fetching small files: {exc}"
                 log.info("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
-                return stored
-            asked = set(batch)
-            async with trio.open_nursery() as nursery:
-                for sha, data in records:
-                    if sha not in asked or len(data) != wanted[sha].size:
-                        ps.stats.refused += 1
-                        ps.stats.last_error = (
-                            f"a partner sent an unasked or mis-sized blob {sha[:12]}"
-                        )
-                        continue
-                    asked.discard(sha)
-                    nursery.start_soon(keep, sha, data)
-        return stored
+                return
+            asked, fitting = set(batch), []
+            for sha, data in records:
+                if sha not in asked or len(data) != wanted[sha].size:
+                    ps.stats.refused += 1
+                    ps.stats.last_error = f"a partner sent an unasked or mis-sized blob {sha[:12]}"
+                    continue
+                asked.discard(sha)
+                fitting.append((sha, data))
+            got = await trio.to_thread.run_sync(verified, fitting)
+            if got:
+                await deliver(got)
 
     async def _fetch(self, ps: PersonSync, entry: Entry, limiter: trio.CapacityLimiter) -> None:
         info = entry.blob_info()
@@ -958,8 +965,12 @@ class LongdrawerService:
                 scope.cancel()
                 return
 
-    async def _apply_locked(self, ps: PersonSync, remote: Entry) -> bool:
-        """Apply one peer entry (``ps.lock`` held); False = not done (retry later)."""
+    async def _apply_locked(
+        self, ps: PersonSync, remote: Entry, inline: Mapping[str, bytes] | None = None
+    ) -> bool:
+        """Apply one peer entry (``ps.lock`` held); False = not done (retry later).
+        ``inline``: small files' bytes by hash (see ``_apply_entries``)."""
+        inline = inline or {}
         pid = ps.person.pid
         if ps.rules.ignored(remote.path):
             return True
@@ -976,7 +987,7 @@ class LongdrawerService:
                 log.info("longdrawer: %s: conflict on %s", ps.person.login, remote.path)
             if decision.action is not Action.TAKE:
                 if decision.keep_remote_as and not await self._keep_copy(
-                    ps, replace(remote, path=decision.keep_remote_as)
+                    ps, replace(remote, path=decision.keep_remote_as), inline
                 ):
                     return False
                 await trio.to_thread.run_sync(
@@ -984,10 +995,11 @@ class LongdrawerService:
                 )
                 return True
             is_file = new.kind is Kind.FILE and not new.deleted
-            if is_file and self.store.blob_path(new.sha256) is None:
+            data = inline.get(new.sha256) if is_file else None
+            if is_file and data is None and self.store.blob_path(new.sha256) is None:
                 return False
             try:
-                sig = await trio.to_thread.run_sync(ps.folder.apply, decision, local)
+                sig = await trio.to_thread.run_sync(ps.folder.apply, decision, local, data)
             except Stale:
                 await self._scan_locked(ps, [remote.path])
                 continue
@@ -1009,12 +1021,14 @@ class LongdrawerService:
             return True
         return False
 
-    async def _keep_copy(self, ps: PersonSync, loser: Entry) -> bool:
+    async def _keep_copy(self, ps: PersonSync, loser: Entry, inline: Mapping[str, bytes]) -> bool:
         """Write a peer's losing version as a conflict copy (then index it as ours)."""
-        if loser.kind is Kind.FILE and self.store.blob_path(loser.sha256) is None:
+        data = inline.get(loser.sha256) if loser.kind is Kind.FILE else None
+        if loser.kind is Kind.FILE and data is None and self.store.blob_path(loser.sha256) is None:
             return False
         try:
-            await trio.to_thread.run_sync(ps.folder.apply, Decision(Action.TAKE, loser), None)
+            take = Decision(Action.TAKE, loser)
+            await trio.to_thread.run_sync(ps.folder.apply, take, None, data)
         except Stale:
             pass  # something is already there (the same copy, made earlier): indexed below
         except FolderError as exc:
