@@ -59,6 +59,8 @@ from typing import TypeGuard
 
 from .durable import (
     NOFOLLOW,
+    SequentialWriter,
+    aligned_buffer,
     fsync_dir,
     start_writeback,
     write_all,
@@ -382,14 +384,15 @@ class BlobStore:
     def _add_stream(
         self, src: io.BufferedIOBase, what: str, chunk_bytes: int, expect: BlobInfo | None
     ) -> BlobInfo:
-        hasher, buf = _Hasher(chunk_bytes), bytearray(READ_BYTES)
+        hasher, buf = _Hasher(chunk_bytes), aligned_buffer(READ_BYTES)
         tmp = os.path.join(self._tmp, f"add-{secrets.token_hex(8)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o444)
             try:
+                out = SequentialWriter(fd, direct=self.direct_io)
                 while n := src.readinto(buf):
-                    hasher.update(memoryview(buf)[:n])
-                    write_all(fd, memoryview(buf)[:n], None)
+                    hasher.update(buf[:n])
+                    out.write(buf[:n])
                 os.fsync(fd)
             finally:
                 os.close(fd)

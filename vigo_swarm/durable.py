@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import mmap
 import os
 
@@ -124,4 +125,48 @@ def write_direct(path: PathArg, data: bytes | memoryview, offset: int) -> bool:
             write_all(fd, view[done:], offset + done)
         finally:
             os.close(fd)
+    return True
+
+
+class SequentialWriter:
+    """Writes appended to a new file, past the page cache while it can be.
+
+    With ``direct``, ``O_DIRECT`` is switched on for the descriptor, and pieces that
+    are whole multiples of ``DIRECT_ALIGN`` from a page-aligned buffer (``aligned_buffer``)
+    go straight to the disk; the first piece that is not (a file's tail), or a
+    filesystem that refuses, switches it off for good and the rest goes through the
+    page cache. Either way every byte is written in order; the caller still fsyncs.
+    """
+
+    def __init__(self, fd: int, *, direct: bool) -> None:
+        self.fd = fd
+        self.direct = direct and _set_direct(fd, True)
+
+    def write(self, data: memoryview) -> None:
+        if self.direct and len(data) % DIRECT_ALIGN:
+            self._buffered()
+        while data:
+            try:
+                n = os.write(self.fd, data[:WRITE_PIECE_BYTES])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                self._buffered()  # an unaligned address, or a short write before
+                continue
+            data = data[n:]
+
+    def _buffered(self) -> None:
+        _set_direct(self.fd, False)
+        self.direct = False
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Switch ``O_DIRECT`` on a descriptor; False where the filesystem refuses it."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
     return True

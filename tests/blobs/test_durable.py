@@ -11,6 +11,7 @@ from vigo_swarm import durable
 from vigo_swarm.durable import (
     DIRECT_ALIGN,
     WRITE_PIECE_BYTES,
+    SequentialWriter,
     aligned_buffer,
     start_writeback,
     write_all,
@@ -72,3 +73,35 @@ def test_write_direct_writes_aligned_buffers_and_declines_the_rest(tmp_path: Pat
     odd = aligned_buffer(DIRECT_ALIGN + 1)[1:]  # aligned length, unaligned address
     assert not write_direct(path, odd, 0)
     assert path.read_bytes() == before  # a refusal wrote nothing
+
+
+def test_sequential_writer_goes_direct_then_buffered_for_the_tail(tmp_path: Path) -> None:
+    data = os.urandom(3 * DIRECT_ALIGN + 100)
+    buf = aligned_buffer(len(data))
+    buf[:] = data
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        out = SequentialWriter(fd, direct=True)
+        assert out.direct  # ext4 under /tmp takes O_DIRECT
+        out.write(buf[: 2 * DIRECT_ALIGN])
+        assert out.direct
+        out.write(buf[2 * DIRECT_ALIGN :])  # a tail that is not whole blocks
+        assert not out.direct
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
+
+
+def test_sequential_writer_falls_back_on_an_unaligned_buffer(tmp_path: Path) -> None:
+    data = os.urandom(2 * DIRECT_ALIGN)
+    odd = aligned_buffer(len(data) + 1)[1:]  # whole blocks, but not at a page boundary
+    odd[:] = data
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        out = SequentialWriter(fd, direct=True)
+        out.write(odd)  # EINVAL from the kernel: written the ordinary way instead
+        assert not out.direct
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..blobstore import BlobError, BlobStore, describe_bytes
+from ..durable import SequentialWriter, aligned_buffer
 from ..materialize import MaterializeError, walk_dirs
 from .batch import SMALL_BLOB_BYTES
 from .index import MODE_BITS, Decision, Entry, Kind
@@ -505,11 +506,10 @@ class Folder:
             fd, named = _open_unnamed(dfd, tmp)
             try:
                 os.fchown(fd, self.person.uid, self.person.gid)
-                digest = hashlib.sha256()
+                digest, out = hashlib.sha256(), SequentialWriter(fd, direct=data is None)
                 for piece in _pieces(src) if data is None else [memoryview(data)]:
                     digest.update(piece)
-                    while piece:
-                        piece = piece[os.write(fd, piece) :]
+                    out.write(piece)
                 if digest.hexdigest() != entry.sha256:
                     raise FolderError(f"{entry.path}: the bytes do not match their hash")
                 os.fchmod(fd, entry.mode)
@@ -525,8 +525,9 @@ class Folder:
 
 
 def _pieces(fd: int) -> Iterator[memoryview]:
-    """A file's bytes from its start, COPY_BYTES at a time (one buffer, reused)."""
-    buf = bytearray(COPY_BYTES)
+    """A file's bytes from its start, COPY_BYTES at a time (one page-aligned buffer,
+    reused: whole pieces can then be written past the page cache)."""
+    buf = aligned_buffer(COPY_BYTES)
     while n := os.readv(fd, [buf]):
         yield memoryview(buf)[:n]
 
