@@ -60,7 +60,7 @@ from typing import TypeGuard
 from .durable import (
     NOFOLLOW,
     SequentialWriter,
-    aligned_buffer,
+    copy_hashing,
     fsync_dir,
     start_writeback,
     write_all,
@@ -384,15 +384,13 @@ class BlobStore:
     def _add_stream(
         self, src: io.BufferedIOBase, what: str, chunk_bytes: int, expect: BlobInfo | None
     ) -> BlobInfo:
-        hasher, buf = _Hasher(chunk_bytes), aligned_buffer(READ_BYTES)
+        hasher = _Hasher(chunk_bytes)
         tmp = os.path.join(self._tmp, f"add-{secrets.token_hex(8)}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o444)
             try:
                 out = SequentialWriter(fd, direct=self.direct_io)
-                while n := src.readinto(buf):
-                    hasher.update(buf[:n])
-                    out.write(buf[:n])
+                copy_hashing(src.readinto, out, hasher.whole.update, hasher.update_chunks)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -593,6 +591,10 @@ class _Hasher:
 
     def update(self, data: memoryview) -> None:
         self.whole.update(data)
+        self.update_chunks(data)
+
+    def update_chunks(self, data: memoryview) -> None:
+        """The chunk hashes (and size) only: ``whole`` is updated apart (another thread)."""
         self.size += len(data)
         while data:
             take = min(len(data), self.chunk_bytes - self.in_chunk)

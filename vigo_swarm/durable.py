@@ -13,6 +13,8 @@ import errno
 import fcntl
 import mmap
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 PathArg = str | os.PathLike[str]
@@ -170,3 +172,37 @@ def _set_direct(fd: int, on: bool) -> bool:
             return False
         raise
     return True
+
+
+COPY_PIECE_BYTES = 4 << 20  # copy_hashing: read, hashed and written this much at a time
+
+
+def copy_hashing(
+    readinto: Callable[[memoryview], int],
+    out: SequentialWriter,
+    *updates: Callable[[memoryview], object],
+) -> None:
+    """Copy a stream (``readinto`` fills a buffer, 0 at its end) to ``out``, feeding
+    every byte to each of ``updates`` (hashers) in order. A stream longer than one
+    piece is written and hashed side by side — the first update in this thread, the
+    write and the others in two more (hashlib and writes let go of the GIL) — so a
+    large copy costs about one pass, not one per hash plus one for the write."""
+    buf = aligned_buffer(COPY_PIECE_BYTES)
+    n = readinto(buf)
+    if n < len(buf):  # the whole stream in one piece: no threads for it
+        for update in updates:
+            update(buf[:n])
+        out.write(buf[:n])
+        return
+    spare = aligned_buffer(COPY_PIECE_BYTES)
+    first, *others = updates
+    with ThreadPoolExecutor(1 + len(others), thread_name_prefix="copy") as pool:
+        while n:
+            piece = buf[:n]
+            side: list[Future[object]] = [pool.submit(out.write, piece)]
+            side += [pool.submit(update, piece) for update in others]
+            first(piece)
+            buf, spare = spare, buf
+            n = readinto(buf)  # the next piece, while the last one is still written
+            for done in side:
+                done.result()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -9,10 +11,12 @@ import pytest
 
 from vigo_swarm import durable
 from vigo_swarm.durable import (
+    COPY_PIECE_BYTES,
     DIRECT_ALIGN,
     WRITE_PIECE_BYTES,
     SequentialWriter,
     aligned_buffer,
+    copy_hashing,
     start_writeback,
     write_all,
     write_direct,
@@ -105,3 +109,17 @@ def test_sequential_writer_falls_back_on_an_unaligned_buffer(tmp_path: Path) -> 
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [0, 100, COPY_PIECE_BYTES, 2 * COPY_PIECE_BYTES + 4097])
+def test_copy_hashing_copies_and_hashes_every_byte_in_order(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    src = io.BytesIO(data)
+    first, second = hashlib.sha256(), hashlib.sha256()
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        copy_hashing(src.readinto, SequentialWriter(fd, direct=True), first.update, second.update)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
+    assert first.digest() == second.digest() == hashlib.sha256(data).digest()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..blobstore import BlobError, BlobStore, describe_bytes
-from ..durable import SequentialWriter, aligned_buffer
+from ..durable import SequentialWriter, copy_hashing
 from ..materialize import MaterializeError, walk_dirs
 from .batch import SMALL_BLOB_BYTES
 from .index import MODE_BITS, Decision, Entry, Kind
@@ -49,7 +49,6 @@ from .paths import TMP_PREFIX, BadPath, IgnoreRules, parent_of, validate_path
 from .vv import VersionVector
 
 FOLDER = "longdrawer"
-COPY_BYTES = 1 << 20
 HASH_THREADS = 8  # files hashed and copied into the store side by side during a scan
 MAX_HASH_JOBS = 256  # files open at once for that
 MAX_SMALL_FILE = 64 * 1024  # .longdrawerignore, config.yaml
@@ -507,9 +506,11 @@ class Folder:
             try:
                 os.fchown(fd, self.person.uid, self.person.gid)
                 digest, out = hashlib.sha256(), SequentialWriter(fd, direct=data is None)
-                for piece in _pieces(src) if data is None else [memoryview(data)]:
-                    digest.update(piece)
-                    out.write(piece)
+                if data is None:
+                    copy_hashing(lambda buf: os.readv(src, [buf]), out, digest.update)
+                else:
+                    digest.update(data)
+                    out.write(memoryview(data))
                 if digest.hexdigest() != entry.sha256:
                     raise FolderError(f"{entry.path}: the bytes do not match their hash")
                 os.fchmod(fd, entry.mode)
@@ -522,14 +523,6 @@ class Folder:
         finally:
             if src >= 0:
                 os.close(src)
-
-
-def _pieces(fd: int) -> Iterator[memoryview]:
-    """A file's bytes from its start, COPY_BYTES at a time (one page-aligned buffer,
-    reused: whole pieces can then be written past the page cache)."""
-    buf = aligned_buffer(COPY_BYTES)
-    while n := os.readv(fd, [buf]):
-        yield memoryview(buf)[:n]
 
 
 def _read_upto(fd: int, limit: int) -> bytes:
