@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import time
@@ -290,6 +291,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy our daemons' logs here")
     args = ap.parse_args()
     version = ensure_syncthing()
     size = args.mib << 20
@@ -320,6 +322,11 @@ def main() -> None:
         for name, (a, b) in systems.items():
             many[name] = small_files(a, b)
             print(f"{name}: {SMALL_FILES} x 4 KiB in {many[name]:.2f} s")
+        if args.keep_logs:
+            os.makedirs(args.keep_logs, exist_ok=True)
+            for h in lab.hosts:
+                if h.log_file.exists():
+                    shutil.copy(h.log_file, os.path.join(args.keep_logs, h.name + ".log"))
 
     rows = {
         "latency_p50_s": {k: pct(v, 50) for k, v in lat.items()},

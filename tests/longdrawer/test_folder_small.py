@@ -72,3 +72,15 @@ def test_read_indexed_refuses_a_file_someone_else_owns(folder: Folder) -> None:
     path.write_bytes(data)
     os.chown(path, 54321, 54321)
     assert folder.read_indexed("theirs.bin", sha(data), len(data)) is None
+
+
+def test_large_files_get_larger_chunks(folder: Folder) -> None:
+    mib = 1 << 20
+    assert folder.chunk_bytes_for(0) == folder.chunk_bytes_for(10 * mib) == CHUNK
+    assert folder.chunk_bytes_for(100 * mib) == 2 * mib
+    assert folder.chunk_bytes_for(256 * mib) == folder.chunk_bytes_for(64 << 30) == 4 * mib
+    big = os.urandom(64 * mib + 1)  # just over: 2 MiB chunks
+    (folder.person.root / "big.bin").write_bytes(big)
+    (entry, _), *_ = folder.scan({}, IgnoreRules()).changed
+    assert entry.chunk_bytes == 2 * mib and entry.size == len(big)
+    assert folder.store.blob_path(entry.sha256) is not None

@@ -24,11 +24,11 @@ import pytest
 from ld_netlab import as_bob, bob_fleet, ld_status, tree
 
 from netlab.pytest_fixtures import FleetFactory, requires_root
+from vigo_swarm.blobstore import BlobInfo
 
 pytestmark = [pytest.mark.netlab, requires_root, pytest.mark.timeout(600)]
 
 BIG = 256 << 20
-CHUNK = 1 << 20  # the longdrawer's default chunk size
 
 
 def listing(folder: Path) -> dict[str, str]:
@@ -79,13 +79,16 @@ def test_partition_keeps_both_versions_and_the_edit(
     assert any(ld_status(fleet, h)["conflicts"] >= 1 for h in hosts)
 
 
-def have_chunks(state_dir: Path, sha: str) -> int:
-    """Chunks verified in the receiver's partial of ``sha`` (its on-disk bitmap)."""
-    bitmap = state_dir / "longdrawer" / ".blobs" / "partial" / sha / "have"
+def have_chunks(state_dir: Path, sha: str) -> tuple[int, int, int]:
+    """(chunks verified, chunks in all, chunk size) in the receiver's partial of ``sha``
+    (its on-disk bitmap and info); zeros before it exists."""
+    partial = state_dir / "longdrawer" / ".blobs" / "partial" / sha
     try:
-        return sum(bin(byte).count("1") for byte in bitmap.read_bytes())
-    except FileNotFoundError:
-        return 0
+        info = BlobInfo.from_json((partial / "info").read_bytes())
+        bitmap = (partial / "have").read_bytes()
+    except (FileNotFoundError, ValueError):
+        return 0, 0, 0
+    return sum(bin(byte).count("1") for byte in bitmap), info.num_chunks, info.chunk_bytes
 
 
 def test_kill_9_mid_transfer_shows_nothing_partial_and_resumes(
@@ -107,15 +110,19 @@ def test_kill_9_mid_transfer_shows_nothing_partial_and_resumes(
                 seen_partial.append(f"{path.name}: {size} bytes")
         return done
 
+    def quarter_way() -> bool:
+        held, total, _ = have_chunks(state, sha)
+        return total > 0 and held >= total // 4
+
     fleet.wait_for(
-        lambda: nothing_partial_then(have_chunks(state, sha) >= BIG // CHUNK // 4),
+        lambda: nothing_partial_then(quarter_way()),
         180,
         "the victim a quarter of the way",
         interval_s=0.05,
     )
     fleet.lab.kill(victim, signal.SIGKILL)
-    before = have_chunks(state, sha)
-    assert 0 < before < BIG // CHUNK
+    before, total, chunk = have_chunks(state, sha)
+    assert 0 < before < total
     nothing_partial_then(True)
     fleet.start_envoy(victim, {"home_root": str(b.parent.parent)})
     fleet.wait_for(
@@ -129,4 +136,4 @@ def test_kill_9_mid_transfer_shows_nothing_partial_and_resumes(
     assert digest == sha
     # the restarted daemon fetched exactly the chunks that were not verified before
     fetched = ld_status(fleet, victim)["bytes_fetched"]
-    assert fetched == BIG - before * CHUNK, (fetched, before)
+    assert fetched == BIG - before * chunk, (fetched, before, chunk)

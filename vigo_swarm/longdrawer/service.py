@@ -941,11 +941,21 @@ class LongdrawerService:
                 peers=lambda: [p.view() for p in ps.partners.values()],
             )
             ps.fetchers.add(fetcher)
+            started = trio.current_time()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._stall_watch, fetcher, nursery.cancel_scope)
                     await fetcher.fetch()
                     nursery.cancel_scope.cancel()
+                took = trio.current_time() - started
+                log.info(
+                    "longdrawer: %s: %s: %.1f MiB fetched in %.2f s from %d partner(s)",
+                    ps.person.login,
+                    entry.path,
+                    info.size_bytes / 2**20,
+                    took,
+                    len(fetcher.progress.sources),
+                )
             except BlobError as exc:
                 ps.stats.last_error = f"fetching {entry.path}: {exc}"
                 log.warning("longdrawer: %s: %s", ps.person.login, ps.stats.last_error)
