@@ -51,3 +51,27 @@ async def test_a_thousand_small_files_come_in_few_requests(
     shas = [hashlib.sha256(d).hexdigest() for d in contents]
     for side in (a, b):
         assert all(side.svc.store.blob_path(sha) is None for sha in shas)
+
+
+async def test_a_renamed_or_copied_small_file_moves_no_bytes(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    a, b = await pair(tmp_path, nursery, 43, 44)
+    fa, fb = a.folder(), b.folder()
+    data = os.urandom(50_000)
+    (fa / "note.txt").write_bytes(data)
+    await wait_until(lambda: (fb / "note.txt").exists(), "the note on b")
+    (ps,) = b.svc.people.values()
+    fetched, requests = ps.stats.bytes_fetched, ps.stats.small_requests
+    os.rename(fa / "note.txt", fa / "renamed.txt")
+    (fa / "copy.txt").write_bytes(data)
+    await wait_until(
+        lambda: (
+            not (fb / "note.txt").exists()
+            and (fb / "renamed.txt").exists()
+            and (fb / "copy.txt").exists()
+        ),
+        "the rename and the copy on b",
+    )
+    assert (fb / "renamed.txt").read_bytes() == (fb / "copy.txt").read_bytes() == data
+    assert (ps.stats.bytes_fetched, ps.stats.small_requests) == (fetched, requests)

@@ -85,6 +85,7 @@ HELLO_PATH = PREFIX + "/hello"
 MAX_INDEX_LIMIT = 2000
 MAX_INDEX_BODY = 64 << 20
 FETCH_CONCURRENCY = 8
+OWN_COPY_BYTES = 64 << 20  # small files taken from our own copies per batch, at most
 APPLY_CONCURRENCY = 16  # files written (and fsynced) side by side
 STALL_S = 30.0  # a fetch with no new chunk for this long is given up (retried later)
 BAD_STALL_S = 3.0  # … this long once a partner has served a chunk that did not match
@@ -778,7 +779,12 @@ class LongdrawerService:
                             large.setdefault(e.sha256, []).append(e)
                         continue
             ready.append(e)
-        results += await self._apply_entries(ps, ready)
+        # A small file we already hold under another path (a rename, a copy) is taken
+        # from there — read before this batch's deletions run — and moves no bytes.
+        own = await trio.to_thread.run_sync(self._own_copies, ps, small)
+        for sha in own:
+            ready += small.pop(sha)
+        results += await self._apply_entries(ps, ready, own)
         pins = set(small) | set(large)
         ps.fetching.update(pins)  # kept from blob collection until applied
         try:
@@ -789,6 +795,24 @@ class LongdrawerService:
                 if ps.fetching[sha] <= 0:
                     del ps.fetching[sha]
         return all(results)
+
+    def _own_copies(self, ps: PersonSync, small: dict[str, list[Entry]]) -> dict[str, bytes]:
+        """The bytes of the ``small`` blobs that a live file of ours already holds
+        (checked against the hash as they are read), up to OWN_COPY_BYTES in all."""
+        if not small:
+            return {}
+        files = self.index.live_files(ps.person.pid)
+        found: dict[str, bytes] = {}
+        total = 0
+        for sha in small:
+            path, size = files.get(sha, ("", -1))
+            if size < 0 or total + size > OWN_COPY_BYTES:
+                continue
+            data = ps.folder.read_indexed(path, sha, size)
+            if data is not None:
+                found[sha] = data
+                total += size
+        return found
 
     async def _fetch_and_apply(
         self,
