@@ -18,7 +18,7 @@ import trio
 from ld_helpers import LdEnvoy, pair, wait_until
 
 from vigo_swarm.longdrawer import Decision, Entry, Kind, VersionVector
-from vigo_swarm.longdrawer.service import PersonSync
+from vigo_swarm.longdrawer.state import PersonSync
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,10 @@ Modules: ``vv`` (version vectors), ``paths`` (validation, ignores, conflict name
 ``index`` (entries, wire form, the conflict decision), ``batch`` (the small-files
 answer) — pure; ``announce`` (multicast
 codec, person ids), ``config``, ``store`` (SQLite index), ``folder`` (scan and write a
-person's folder, blocking), ``service`` (the trio service).
+person's folder, blocking); the trio service: ``state`` (per-person and per-partner
+state), ``partners`` (confirming partners), ``routes`` (the peer-channel routes),
+``puller`` (pulling a partner's index, fetching blobs), ``apply`` (applying entries),
+``service`` (``LongdrawerService``: lifecycle, scanning, notifying, status).
 
 Exceptions::
 
@@ -28,7 +31,8 @@ from .config import LongdrawerConfig, PersonConfig, PersonConfigError
 from .folder import Folder, FolderError, Person, Stale
 from .index import Action, BadEntry, Decision, Entry, Kind, decide, from_wire, to_wire
 from .paths import BadPath, IgnoreRules, conflict_name, is_conflict_copy, validate_path
-from .service import LongdrawerService, find_people
+from .service import LongdrawerService
+from .state import find_people
 from .store import IndexStore, IndexStoreError
 from .vv import Order, VersionVector
 
