@@ -101,32 +101,24 @@ def write_direct(path: PathArg, data: bytes | memoryview, offset: int) -> bool:
     view = memoryview(data)
     if offset % DIRECT_ALIGN or len(view) % DIRECT_ALIGN or not view:
         return False
+    fd = os.open(path, os.O_WRONLY | NOFOLLOW)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_DIRECT | NOFOLLOW)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
+        if not _set_direct(fd, True):
             return False
-        raise
-    try:
         done = 0
         while done < len(view):
             try:
-                n = os.pwrite(fd, view[done:], offset + done)
+                done += os.pwrite(fd, view[done:], offset + done)
             except OSError as exc:
-                if exc.errno == errno.EINVAL and done == 0:
+                if exc.errno != errno.EINVAL:
+                    raise
+                if not done:
                     return False  # the buffer's address is not aligned
-                raise
-            done += n
-            if n % DIRECT_ALIGN:
+                _set_direct(fd, False)  # a short write left the rest unaligned
+                write_all(fd, view[done:], offset + done)
                 break
     finally:
         os.close(fd)
-    if done < len(view):
-        fd = os.open(path, os.O_WRONLY | NOFOLLOW)
-        try:
-            write_all(fd, view[done:], offset + done)
-        finally:
-            os.close(fd)
     return True
 
 

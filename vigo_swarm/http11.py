@@ -50,7 +50,6 @@ BODY_LOWAT_BYTES = 48 * 1024
 # already sit undecrypted in the SSL object, so the socket may never hold more than
 # ``remaining - TLS_RECORD_SLACK`` bytes.
 TLS_RECORD_SLACK = 17 * 1024
-BODY_READ_BYTES = 256 * 1024  # a Content-Length body is read in pieces of up to this
 # Responses are up to a chunk (1 MiB by default) each: a send buffer that holds one whole
 # lets ``send_all`` hand it to the kernel in one go instead of one wake-up per few
 # packets on a slow link (the kernel doubles the value; it caps at wmem_max).
@@ -496,8 +495,8 @@ class HTTPSConnection:
                 if expected is None:
                     data = await self._read_framed_body(method, path, max_body)
                 else:
-                    fits = into is not None and event.status_code == 200 and expected <= len(into)
-                    view = into[:expected] if fits and into is not None else None
+                    if into is not None and event.status_code == 200 and expected <= len(into):
+                        view = into[:expected]
                     data = await self._read_exact_body(expected, method, path, view)
                     if _says_close(event):
                         self._closing = True
@@ -511,22 +510,20 @@ class HTTPSConnection:
     async def _read_exact_body(
         self, length: int, method: str, path: str, view: memoryview | None = None
     ) -> bytes:
-        """A Content-Length body, read straight off the TLS stream.
+        """A Content-Length body, read straight off the TLS stream into ``view`` (then
+        ``b""`` is returned), else into a buffer of its own returned as bytes.
 
         Bytes h11 already buffered are taken first; the rest never goes through h11 (a
         bulk chunk is 64+ TLS records: its per-event bookkeeping was a fifth of a
         receiver's CPU). Exactly ``length`` bytes are read, so the connection is then at
         a message boundary and the next request starts a fresh h11 state machine.
         """
-        parts: list[bytes] = []
+        target = view if view is not None else memoryview(bytearray(length))
         size = 0
         while size < length:
             ev = self._conn.next_event()
             if isinstance(ev, h11.Data):
-                if view is not None:
-                    view[size : size + len(ev.data)] = ev.data
-                else:
-                    parts.append(bytes(ev.data))
+                target[size : size + len(ev.data)] = ev.data
                 size += len(ev.data)
             elif ev is h11.NEED_DATA:
                 break
@@ -536,21 +533,14 @@ class HTTPSConnection:
         try:
             while size < length:
                 lowat.set(length - size - TLS_RECORD_SLACK)
-                if view is not None:
-                    got = await self._stream.receive_into(view[size:])
-                else:
-                    data = await self._stream.receive_some(min(length - size, BODY_READ_BYTES))
-                    parts.append(data)
-                    got = len(data)
+                got = await self._stream.receive_into(target[size:])
                 if not got:
                     raise ClientError(f"response to {method} {path} ended early")
                 size += got
         finally:
             lowat.set(1)
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
-        if view is not None:
-            return b""
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"" if view is not None else bytes(target)
 
     async def _read_framed_body(self, method: str, path: str, max_body: int) -> bytes:
         """A chunked or close-delimited body, through h11."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 import trio
@@ -95,12 +96,35 @@ class TLSStream(trio.abc.AsyncResource):
     async def receive_into(self, view: memoryview) -> int:
         """Plaintext straight into ``view`` (no bytes object per record): at least one
         byte, at most ``len(view)``; 0 once the peer closed with close_notify."""
+
+        def take(at: int, room: int) -> int:
+            # with a buffer, read() returns a count (typeshed says bytes)
+            return cast(int, self._tls.read(room, view[at:]))
+
+        return await self._receive(take, len(view), bulk=True)
+
+    async def receive_some(self, max_bytes: int = TRANSPORT_READ_BYTES) -> bytes:
+        """Plaintext: at least one byte, at most ``max_bytes``; ``b""`` once the peer
+        closed with close_notify."""
+        parts: list[bytes] = []
+
+        def take(at: int, room: int) -> int:
+            parts.append(self._tls.read(room))
+            return len(parts[-1])
+
+        await self._receive(take, max_bytes, bulk=False)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _receive(self, take: Callable[[int, int], int], limit: int, *, bulk: bool) -> int:
+        """The decrypt loop of both readers: ``take(at, room)`` decrypts at most ``room``
+        bytes (one record) into place ``at`` and says how many (0: close_notify, which
+        CPython answers without an exception). Every record already decryptable is taken
+        before waiting for the socket; returns the count, 0 once the peer closed."""
         size = 0
         while True:
             try:
-                while size < len(view):
-                    # with a buffer, read() returns a count (typeshed says bytes)
-                    n = cast(int, self._tls.read(min(RECORD_BYTES, len(view) - size), view[size:]))
+                while size < limit:
+                    n = take(size, min(RECORD_BYTES, limit - size))
                     if not n:
                         self._peer_closed = True
                         break
@@ -109,36 +133,11 @@ class TLSStream(trio.abc.AsyncResource):
                 pass
             except ssl.SSLZeroReturnError:
                 self._peer_closed = True
-            if self._outgoing.pending:
-                await self._flush()
-            if size or self._peer_closed:
-                return size
-            await self._fill(bulk=True)
-
-    async def receive_some(self, max_bytes: int = TRANSPORT_READ_BYTES) -> bytes:
-        """Plaintext: at least one byte, at most ``max_bytes``; ``b""`` once the peer
-        closed with close_notify."""
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            try:
-                while size < max_bytes:
-                    data = self._tls.read(min(RECORD_BYTES, max_bytes - size))
-                    if not data:  # CPython's answer to close_notify (no exception)
-                        self._peer_closed = True
-                        break
-                    parts.append(data)
-                    size += len(data)
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLZeroReturnError:
-                self._peer_closed = True
             if self._outgoing.pending:  # tickets, key updates, alerts
                 await self._flush()
             if size or self._peer_closed:
-                break
-            await self._fill()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+                return size
+            await self._fill(bulk=bulk)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send ``data``, a piece at a time (a 4 MiB chunk encrypted whole
