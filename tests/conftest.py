@@ -27,6 +27,12 @@ settings.load_profile("vigo")
 
 
 @pytest.fixture
+def ca(tmp_path: Path) -> FleetCA:
+    """A fleet CA of the test's own, in its tmp dir."""
+    return FleetCA.load_or_create(tmp_path / "ca")
+
+
+@pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for the test (root only), always unmounted afterwards."""
     if os.geteuid() != 0:

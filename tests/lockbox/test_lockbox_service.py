@@ -108,11 +108,6 @@ def listing(root: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
-def ca(tmp_path: Path) -> FleetCA:
-    return FleetCA.load_or_create(tmp_path / "ca")
-
-
 async def test_a_file_reaches_every_member_and_a_locked_member_decrypts_on_unlock(
     ca: FleetCA, tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:

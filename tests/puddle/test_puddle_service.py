@@ -65,11 +65,6 @@ async def init_unlocked(e: Envoy) -> object:
     return key
 
 
-@pytest.fixture
-def ca(tmp_path: Path) -> FleetCA:
-    return FleetCA.load_or_create(tmp_path / "ca")
-
-
 async def test_pair_join_and_every_member_learns_the_list_and_the_new_wrapping(
     ca: FleetCA, tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:

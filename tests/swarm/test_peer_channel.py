@@ -39,11 +39,6 @@ def loopback_config(n: int, *, multicast: bool = False, mport: int = 0) -> Swarm
 
 
 @pytest.fixture
-def ca(tmp_path: Path) -> FleetCA:
-    return FleetCA.load_or_create(tmp_path / "ca")
-
-
-@pytest.fixture
 async def node_a(ca: FleetCA, tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[SwarmNode]:
     node = SwarmNode(make_envoy(ca, tmp_path, "a").node_identity, loopback_config(2))
     await nursery.start(node.run)
