@@ -264,7 +264,12 @@ class FilecastService:
                 state.state, state.error = "error", report.message()
                 log.warning("filecast: %s", state.error)
                 await diskfull.wait_for_space(report)
-            state.state, state.error = "complete", ""
+            # The reconcile loop may have linked the blob already (it sees it complete
+            # from the moment it is renamed into place, before fetch() returns): a
+            # materialized blob never goes back to complete, or it would stay so.
+            if state.state != "materialized":
+                state.state = "complete"
+            state.error = ""
             self.gossip.notify_changed()  # reconcile now: materialize
         except* BlobError as group:
             state.state, state.error = "error", str(diskfull.first_leaf(group))

@@ -15,6 +15,7 @@ from fleet_helpers import loopback_node, make_envoy
 from manifest_helpers import SERVER_KEY
 
 from vigo_server_lite.ca import FleetCA
+from vigo_swarm import filecast
 from vigo_swarm.blobstore import BlobInfo, describe_file
 from vigo_swarm.filecast import FilecastService, live_filecast, matches_record, plan
 from vigo_swarm.gossip import GossipConfig, ManifestGossip
@@ -156,3 +157,45 @@ def test_a_chunk_list_the_record_did_not_sign_is_refused() -> None:
     forged = info_of("a", fill=7)
     assert "chunk list" in (matches_record(forged, rec) or "")
     assert "size" in (matches_record(info_of("a", extra=1), rec) or "")
+
+
+@pytest.mark.integration
+async def test_a_blob_linked_before_its_fetch_returns_stays_materialized(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconcile loop can link a blob the moment it is complete, before the fetch
+    that completed it returns; the fetch's end must not set it back to "complete"
+    (check-in would then never report it materialized: a CI flake once)."""
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    mport = 40000 + uuid.uuid4().int % 20000
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    content = os.urandom(5 * CHUNK + 3)
+    src = tmp_path / "motd"
+    src.write_bytes(content)
+    info = describe_file(src, CHUNK)
+    (seed_dir / info.sha256).write_bytes(content)
+    seeder = await start(ca, tmp_path, nursery, 110, mport, seed_dir)
+    receiver = await start(ca, tmp_path, nursery, 111, mport)
+    await wait_until(lambda: len(receiver.node.peers()) == 1, "discovery")
+
+    class LinkedFirst(filecast.Fetcher):
+        async def fetch(self) -> Path:
+            path = await super().fetch()
+            async with trio.open_nursery() as inner:
+                await receiver.reconcile(inner)  # the loop got there first: it links
+            assert receiver.blobs[info.sha256].state == "materialized"
+            return path
+
+    monkeypatch.setattr(filecast, "Fetcher", LinkedFirst)
+    await seeder.gossip.merge([record_for(info, "etc/motd")], "server")
+    await wait_until(
+        lambda: (
+            info.sha256 in receiver.blobs
+            and receiver.blobs[info.sha256].state in ("materialized", "complete")
+            and info.sha256 not in receiver._fetching
+        ),
+        "the fetch to finish",
+    )
+    assert receiver.blobs[info.sha256].state == "materialized"
+    assert (receiver.files_root / "etc" / "motd").resolve().read_bytes() == content
