@@ -79,6 +79,18 @@ def info_of(letter: str, *, fill: int = 0, extra: int = 0) -> BlobInfo:
     return BlobInfo(letter * 64, CHUNK + 10 + extra, CHUNK, (bytes([fill]) * 32, b"\1" * 32))
 
 
+def seeded(tmp: Path, size: int) -> tuple[Path, bytes, BlobInfo]:
+    """A seed dir holding ``size`` random bytes under their hash: (dir, bytes, info)."""
+    seed_dir = tmp / "seed"
+    seed_dir.mkdir()
+    content = os.urandom(size)
+    src = tmp / "motd"
+    src.write_bytes(content)
+    info = describe_file(src, CHUNK)
+    (seed_dir / info.sha256).write_bytes(content)
+    return seed_dir, content, info
+
+
 async def wait_until(pred, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(timeout_s):
         while not pred():
@@ -91,13 +103,7 @@ async def test_distribute_then_revoke_across_three_envoys(
 ) -> None:
     ca = FleetCA.load_or_create(tmp_path / "ca")
     mport = 40000 + uuid.uuid4().int % 20000
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    content = os.urandom(30 * CHUNK + 7)
-    src = tmp_path / "motd"
-    src.write_bytes(content)
-    info = describe_file(src, CHUNK)
-    (seed_dir / info.sha256).write_bytes(content)
+    seed_dir, content, info = seeded(tmp_path, 30 * CHUNK + 7)
     svcs = [await start(ca, tmp_path, nursery, 100, mport, seed_dir)]
     svcs += [await start(ca, tmp_path, nursery, 101 + i, mport) for i in range(2)]
     await wait_until(lambda: all(len(s.node.peers()) == 2 for s in svcs), "discovery")
@@ -168,13 +174,7 @@ async def test_a_blob_linked_before_its_fetch_returns_stays_materialized(
     (check-in would then never report it materialized: a CI flake once)."""
     ca = FleetCA.load_or_create(tmp_path / "ca")
     mport = 40000 + uuid.uuid4().int % 20000
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    content = os.urandom(5 * CHUNK + 3)
-    src = tmp_path / "motd"
-    src.write_bytes(content)
-    info = describe_file(src, CHUNK)
-    (seed_dir / info.sha256).write_bytes(content)
+    seed_dir, content, info = seeded(tmp_path, 5 * CHUNK + 3)
     seeder = await start(ca, tmp_path, nursery, 110, mport, seed_dir)
     receiver = await start(ca, tmp_path, nursery, 111, mport)
     await wait_until(lambda: len(receiver.node.peers()) == 1, "discovery")
