@@ -89,6 +89,17 @@ def plan(live: Iterable[Record], complete: set[str], links: Mapping[str, str]) -
     return Plan(tuple(fetch.values()), link, unlink, referenced, frozenset(pinned))
 
 
+def settled_state(
+    blob: str, targets: Iterable[str], complete: set[str], links: Mapping[str, str]
+) -> str | None:
+    """Pure: the state the facts on disk give a blob — ``materialized`` when it is complete
+    and every target of its record links to it, ``complete`` when only held — or None
+    while it is not complete (its fetch then owns the state: missing, partial, error)."""
+    if blob not in complete:
+        return None
+    return "materialized" if all(links.get(t) == blob for t in targets) else "complete"
+
+
 def matches_record(info: BlobInfo, rec: Record) -> str | None:
     """Why a chunk list does not fit the signed record, or None when it does."""
     if info.sha256 != rec.blob:
@@ -194,45 +205,62 @@ class FilecastService:
         complete = {r.blob for r in live if self.store.blob_path(r.blob) is not None}
         links = await trio.to_thread.run_sync(self.current_links)
         todo = plan(live, complete, links)
-        self.blobs = {r.blob: self.blobs.get(r.blob) or BlobState(r.blob, r.targets) for r in live}
+        targets: dict[str, tuple[str, ...]] = {}  # blob → every target naming it
+        for r in live:
+            targets[r.blob] = tuple(dict.fromkeys((*targets.get(r.blob, ()), *r.targets)))
+        self.blobs = {b: self.blobs.get(b) or BlobState(b, t) for b, t in targets.items()}
+        for blob, state in self.blobs.items():
+            state.targets = targets[blob]
         for rec in todo.fetch:
             if rec.blob not in self._fetching:
                 self._fetching.add(rec.blob)
                 nursery.start_soon(self._obtain, rec)
+        refused: set[str] = set()
         for target, blob in todo.link:
-            await self._link(target, blob)
+            if await self._link(target, blob):
+                links[target] = blob
+            else:
+                refused.add(blob)
         for target in todo.unlink:
             try:
                 await trio.to_thread.run_sync(unmaterialize, self.files_root, target)
                 log.info("filecast: removed %s (no live record names it)", target)
+                del links[target]
             except (MaterializeError, OSError) as exc:
                 log.warning("filecast: cannot remove %s: %s", target, exc)
+        # Each pass settles every held blob's state from what is on disk, so a state a
+        # fetch set from a stale plan (a second fetch begun just before the first one's
+        # blob was linked) lasts one pass at most.
         for blob, state in self.blobs.items():
-            if blob in complete and state.state in ("missing", "partial"):
-                state.state = "complete"
+            settled = settled_state(blob, state.targets, complete, links)
+            if settled is not None and blob not in refused:
+                state.state, state.error = settled, ""
         collected = await trio.to_thread.run_sync(self.store.gc, todo.referenced, todo.pinned)
         for blob in collected:
             self.blob_server.forget(blob)
             log.info("filecast: collected unreferenced blob %s", blob[:12])
 
-    async def _link(self, target: str, blob: str) -> None:
+    async def _link(self, target: str, blob: str) -> bool:
+        """Point ``target`` at the complete ``blob``; on a refusal the blob's state says why."""
         path = self.store.blob_path(blob)
         state = self.blobs.get(blob)
         if path is None or state is None:
-            return
+            return False
         try:
             await trio.to_thread.run_sync(materialize, self.files_root, target, path)
         except (MaterializeError, ValueError, OSError) as exc:
             state.state, state.error = "error", f"{target}: {exc}"
             log.warning("filecast: refused to materialize %s: %s", target, exc)
-            return
-        state.state, state.error = "materialized", ""
+            return False
         log.info("filecast: %s -> blob %s", target, blob[:12])
+        return True
 
     async def _obtain(self, rec: Record) -> None:
         state = self.blobs.setdefault(rec.blob, BlobState(rec.blob, rec.targets))
         try:
             while True:
+                if self.store.blob_path(rec.blob) is not None:
+                    break  # held already (a plan made before the last fetch ended)
                 if await self._from_seed_dir(rec):
                     break
                 info = await self._info_from_peers(rec)
@@ -265,8 +293,7 @@ class FilecastService:
                 log.warning("filecast: %s", state.error)
                 await diskfull.wait_for_space(report)
             # The reconcile loop may have linked the blob already (it sees it complete
-            # from the moment it is renamed into place, before fetch() returns): a
-            # materialized blob never goes back to complete, or it would stay so.
+            # from the moment it is renamed into place, before fetch() returns).
             if state.state != "materialized":
                 state.state = "complete"
             state.error = ""

@@ -30,6 +30,28 @@ def target_digest(fleet: Fleet, host: object) -> str | None:
     return res.stdout.split()[0] if res.returncode == 0 else None
 
 
+class NotYet(list[str]):
+    """Falsy (when empty) stand-in for the envoys that do not report materialized yet."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def all_materialized(fleet: Fleet, envoys: int) -> bool | NotYet:
+    """True once the server's status has every envoy materialized; otherwise a falsy list
+    of the others' hostname, state and error, so a timeout says who is stuck and why."""
+    (record,) = json.loads(fleet.vigocli("swarm", "filecast", "status", "--json"))["records"]
+    rows = record["envoys"]
+    behind = [
+        f"{r['hostname']}: {r['state']} {r['error'] or ''}".strip()
+        for r in rows
+        if r["state"] != "materialized"
+    ]
+    if behind or len(rows) != envoys:
+        return NotYet([*behind, f"{len(rows)} of {envoys} envoys listed"])
+    return True
+
+
 def test_filecast_reaches_every_envoy_and_a_revoke_reaches_a_partitioned_one(
     fleet_factory: FleetFactory, tmp_path: Path
 ) -> None:
@@ -63,12 +85,7 @@ def test_filecast_reaches_every_envoy_and_a_revoke_reaches_a_partitioned_one(
     status = json.loads(fleet.vigocli("swarm", "filecast", "status", "--json"))
     (record,) = status["records"]
     fleet.wait_for(
-        lambda: (
-            json.loads(fleet.vigocli("swarm", "filecast", "status", "--json"))["records"][0][
-                "counts"
-            ].get("materialized", 0)
-            == len(everyone)
-        ),
+        lambda: all_materialized(fleet, len(everyone)),
         60,
         "every envoy reporting materialized at check-in",
     )

@@ -17,7 +17,13 @@ from manifest_helpers import SERVER_KEY
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import filecast
 from vigo_swarm.blobstore import BlobInfo, describe_file
-from vigo_swarm.filecast import FilecastService, live_filecast, matches_record, plan
+from vigo_swarm.filecast import (
+    FilecastService,
+    live_filecast,
+    matches_record,
+    plan,
+    settled_state,
+)
 from vigo_swarm.gossip import GossipConfig, ManifestGossip
 from vigo_swarm.hlc import pack
 from vigo_swarm.manifest import RecordFields, Retention, sign, tombstone_fields
@@ -91,6 +97,20 @@ def seeded(tmp: Path, size: int) -> tuple[Path, bytes, BlobInfo]:
     return seed_dir, content, info
 
 
+async def seeder_and_receiver(
+    tmp: Path, nursery: trio.Nursery, n: int
+) -> tuple[FilecastService, FilecastService, bytes, BlobInfo]:
+    """A seeder (number ``n``) holding a 5-chunk blob and a receiver (``n + 1``) that
+    has discovered it: (seeder, receiver, the blob's bytes, its info)."""
+    ca = FleetCA.load_or_create(tmp / "ca")
+    mport = 40000 + uuid.uuid4().int % 20000
+    seed_dir, content, info = seeded(tmp, 5 * CHUNK + 3)
+    seeder = await start(ca, tmp, nursery, n, mport, seed_dir)
+    receiver = await start(ca, tmp, nursery, n + 1, mport)
+    await wait_until(lambda: len(receiver.node.peers()) == 1, "discovery")
+    return seeder, receiver, content, info
+
+
 async def wait_until(pred, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(timeout_s):
         while not pred():
@@ -156,6 +176,15 @@ def test_a_replaced_target_keeps_its_old_blob_until_the_new_one_is_complete() ->
     assert after.referenced == {new.sha256}  # collectable once the link moved
 
 
+def test_a_held_blob_settles_materialized_only_when_every_target_links_to_it() -> None:
+    a, b = "a" * 64, "b" * 64
+    both = ("etc/motd", "etc/issue")
+    assert settled_state(a, both, set(), {"etc/motd": a, "etc/issue": a}) is None  # fetching
+    assert settled_state(a, both, {a}, {"etc/motd": a}) == "complete"
+    assert settled_state(a, both, {a}, {"etc/motd": a, "etc/issue": b}) == "complete"
+    assert settled_state(a, both, {a}, {"etc/motd": a, "etc/issue": a}) == "materialized"
+
+
 def test_a_chunk_list_the_record_did_not_sign_is_refused() -> None:
     info = info_of("a")
     rec = record_for(info, "t")
@@ -172,12 +201,7 @@ async def test_a_blob_linked_before_its_fetch_returns_stays_materialized(
     """The reconcile loop can link a blob the moment it is complete, before the fetch
     that completed it returns; the fetch's end must not set it back to "complete"
     (check-in would then never report it materialized: a CI flake once)."""
-    ca = FleetCA.load_or_create(tmp_path / "ca")
-    mport = 40000 + uuid.uuid4().int % 20000
-    seed_dir, content, info = seeded(tmp_path, 5 * CHUNK + 3)
-    seeder = await start(ca, tmp_path, nursery, 110, mport, seed_dir)
-    receiver = await start(ca, tmp_path, nursery, 111, mport)
-    await wait_until(lambda: len(receiver.node.peers()) == 1, "discovery")
+    seeder, receiver, content, info = await seeder_and_receiver(tmp_path, nursery, 110)
 
     class LinkedFirst(filecast.Fetcher):
         async def fetch(self) -> Path:
@@ -197,5 +221,30 @@ async def test_a_blob_linked_before_its_fetch_returns_stays_materialized(
         ),
         "the fetch to finish",
     )
+    assert receiver.blobs[info.sha256].state == "materialized"
+    assert (receiver.files_root / "etc" / "motd").resolve().read_bytes() == content
+
+
+async def test_a_fetch_begun_from_a_stale_plan_does_not_unsettle_a_materialized_blob(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A reconcile pass that saw the blob missing can start a second fetch just after
+    the first one ended and the next pass linked the blob (a CI flake under load: the
+    envoy then reported "complete" for good). That fetch must not run, and whatever
+    state it leaves, the next pass settles the blob back to materialized."""
+    seeder, receiver, content, info = await seeder_and_receiver(tmp_path, nursery, 112)
+    rec = record_for(info, "etc/motd")
+    await seeder.gossip.merge([rec], "server")
+    await wait_until(
+        lambda: (
+            info.sha256 in receiver.blobs and receiver.blobs[info.sha256].state == "materialized"
+        ),
+        "the blob materialized",
+    )
+    await receiver._obtain(rec)  # what the stale plan starts
+    assert receiver.blobs[info.sha256].state == "materialized"
+    receiver.blobs[info.sha256].state = "complete"  # as an older build's stale fetch left it
+    async with trio.open_nursery() as inner:
+        await receiver.reconcile(inner)
     assert receiver.blobs[info.sha256].state == "materialized"
     assert (receiver.files_root / "etc" / "motd").resolve().read_bytes() == content
