@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -67,6 +68,45 @@ def seed_started(log_file: Path) -> float:
     raise RuntimeError("the seeder never logged that it is seeding")
 
 
+def rx_bytes(lab: Lab, host: object) -> int:
+    out = lab.exec(host, ["cat", "/sys/class/net/eth0/statistics/rx_bytes"]).stdout  # type: ignore[arg-type]
+    return int(out.strip())
+
+
+class Timeline:
+    """``--timeline``: samples the seeder's sent and every receiver's received bytes about
+    every 0.2 s in a thread, and prints the rates (where the link sat idle: the ramp at
+    the start, the tail at the end)."""
+
+    def __init__(self, lab: Lab, seeder: object, receivers: list[object]) -> None:
+        import threading
+
+        self.lab, self.seeder, self.receivers = lab, seeder, receivers
+        self.samples: list[tuple[float, int, list[int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic() - self._t0
+            got = [rx_bytes(self.lab, h) for h in self.receivers]
+            self.samples.append((now, tx_bytes(self.lab, self.seeder), got))
+            self._stop.wait(0.2)
+
+    def stop_and_print(self, published_s: float) -> None:
+        """Print the rates; times are seconds since the record's publication (the upload
+        before it shows as negative times)."""
+        self._stop.set()
+        self._thread.join()
+        print("  time  seeder sends | each receiver gets (Mbit/s)")
+        for (t0, s0, r0), (t1, s1, r1) in itertools.pairwise(self.samples):
+            dt = t1 - t0
+            rates = " ".join(f"{(b - a) * 8 / dt / 1e6:5.1f}" for a, b in zip(r0, r1, strict=True))
+            print(f"{t1 - published_s:6.2f}  {(s1 - s0) * 8 / dt / 1e6:6.1f}       | {rates}")
+
+
 def daemons_cpu_s(pids: list[int]) -> float:
     """User + system CPU seconds the envoy daemons have used so far."""
     total = 0.0
@@ -84,6 +124,11 @@ def main() -> None:
     ap.add_argument("--chunk-kib", type=int, default=0, help="chunk size (default: the server's)")
     ap.add_argument("--no-central", action="store_true", help="skip the central baseline")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy every daemon's log here")
+    ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the links' rates every 0.2 s of the swarm run",
+    )
     args = ap.parse_args()
     if not args.no_central:
         ensure("nginx", "nginx-light")
@@ -113,6 +158,7 @@ def main() -> None:
         cpu0 = daemons_cpu_s(pids)
         wall0 = time.time()
         t0 = time.monotonic()
+        timeline = Timeline(lab, seeder, receivers) if args.timeline else None
         fleet.vigocli(
             "swarm",
             "filecast",
@@ -136,6 +182,8 @@ def main() -> None:
 
         fleet.wait_for(all_done, 600, "every receiver materializing the payload", interval_s=0.05)
         swarm_s = max(done.values())
+        if timeline is not None:
+            timeline.stop_and_print(upload_s)
         egress = tx_bytes(lab, seeder) - egress0
         cpu_s = daemons_cpu_s(pids) - cpu0
         print("seeder served:", fleet.status(seeder).get("blob_serving"))

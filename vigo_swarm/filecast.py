@@ -325,7 +325,7 @@ class FilecastService:
                     await trio.to_thread.run_sync(self.store.delete, info.sha256)
                     log.warning("filecast: seed file %s refused: %s", path, problem)
                     continue
-                self.blob_server.superseed(rec.blob)  # we originate it: each chunk out once
+                self.blob_server.superseed(info)  # we originate it: each chunk out once
                 log.info("filecast: seeding %s from %s", rec.blob[:12], seed)
                 return True
         return False

@@ -66,7 +66,13 @@ MAX_HAVE_WAIT_S = 20.0  # a long-poll never holds a request longer (request time
 
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
+    # Connections pulling chunks from one peer: ``connections_per_peer`` while a fetch
+    # has few sources, one each once ``connections_total`` would be exceeded. Two keep a
+    # lone source's link busy while one answer is in its queue; with many sources, the
+    # others fill those gaps, and each connection more costs a handshake and CPU per byte
+    # (bench/filecast.py: T from 7.3 s to 6.9 s with one per peer among eight).
     connections_per_peer: int = 2
+    connections_total: int = 4
     refresh_have_s: float = 0.25  # poll interval for a peer that cannot long-poll
     have_wait_s: float = 5.0  # long-poll: the longest a peer holds our bitmap request
     have_min_interval_s: float = 0.2  # between two bitmap answers from one peer
@@ -74,6 +80,10 @@ class TransferConfig:
     fetch_limit: Limiter = field(default_factory=lambda: Limiter(None))  # shared, optional
     idle_wait_s: float = 1.0  # an idle connection looks again at least this often
     manage_every_s: float = 0.5  # new peers joined, requests timed out
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections_per_peer <= self.connections_total:
+            raise ValueError("need 1 <= connections_per_peer <= connections_total")
 
 
 @dataclass(slots=True)
@@ -157,11 +167,11 @@ class BlobServer:
         node.router.add("GET", base + "/have", self._have, max_body=0)
         node.router.add("GET", base + "/chunks/{index}", self._chunk, max_body=0)
 
-    def superseed(self, sha256: str) -> None:
+    def superseed(self, info: BlobInfo) -> None:
         """We originate this blob: hand each chunk out once (superseed.py)."""
-        if sha256 not in self._superseeded:
-            self._superseeded[sha256] = SuperSeed(self.reveal_after_s)
-            self.board.bump(sha256)
+        if info.sha256 not in self._superseeded:
+            self._superseeded[info.sha256] = SuperSeed(info.num_chunks, self.reveal_after_s)
+            self.board.bump(info.sha256)
 
     def forget(self, sha256: str) -> None:
         """The blob is gone from the store (collected): long-polls learn it now."""
@@ -219,11 +229,15 @@ class BlobServer:
         index = int(raw)
         policy = self._superseeded.get(sha)
         caller = request.peer.uuid if request.peer else None
-        if policy is not None and not policy.offer(caller, index, trio.current_time()):
-            self.stats.not_offered += 1
-            raise http11.HTTPError(
-                409, "not_offered", "super-seeding: another envoy has this chunk; ask it"
-            )
+        if policy is not None:
+            hiding = not policy.all_given
+            if not policy.offer(caller, index, trio.current_time()):
+                self.stats.not_offered += 1
+                raise http11.HTTPError(
+                    409, "not_offered", "super-seeding: another envoy has this chunk; ask it"
+                )
+            if hiding and policy.all_given:  # the last new chunk went out: show everything
+                self.board.bump(sha)
         try:
             data = await trio.to_thread.run_sync(self.store.read_chunk, sha, index)
         except BlobNotFound as exc:
@@ -251,6 +265,11 @@ def _wait_of(request: http11.Request) -> float:
 def register_blob_routes(node: SwarmNode, store: BlobStore) -> BlobServer:
     """Add the three blob endpoints to the peer channel."""
     return BlobServer(node, store)
+
+
+def connections_per_peer(config: TransferConfig, peers: int) -> int:
+    """Pure: how many connections pull chunks from each of ``peers`` sources."""
+    return max(1, min(config.connections_per_peer, config.connections_total // max(1, peers)))
 
 
 class Fetcher:
@@ -323,10 +342,12 @@ class Fetcher:
                 sched.on_timeout(peer_id, index, now)
             if expired:
                 self._wake()
-            for peer in self._peers():
+            peers = self._peers()
+            conns = connections_per_peer(self.config, len(peers))
+            for peer in peers:
                 if peer.uuid not in running:
                     running.add(peer.uuid)
-                    nursery.start_soon(self._peer_loop, peer, sched, partial, running)
+                    nursery.start_soon(self._peer_loop, peer, sched, partial, running, conns)
             await trio.sleep(self.config.manage_every_s)
 
     async def _peer_loop(
@@ -335,13 +356,14 @@ class Fetcher:
         sched: ChunkScheduler[uuid.UUID],
         partial: Partial,
         running: set[uuid.UUID],
+        conns: int,
     ) -> None:
-        """One peer: keep its bitmap fresh and run a few connections pulling chunks."""
+        """One peer: keep its bitmap fresh and run ``conns`` connections pulling chunks."""
         try:
             async with trio.open_nursery() as nursery:
                 conn = await self.node.dial(peer)
                 nursery.start_soon(self._refresh_have, conn, peer, sched)
-                for _ in range(self.config.connections_per_peer):
+                for _ in range(conns):
                     nursery.start_soon(self._worker, peer, sched, partial)
         except* (http11.ClientError, trio.TooSlowError) as group:
             # a broken or misbehaving peer ends only its own loop (trio raises groups)

@@ -10,7 +10,7 @@ from vigo_swarm.superseed import SuperSeed
 
 
 def test_a_chunk_given_to_one_peer_is_hidden_from_the_others_until_revealed() -> None:
-    s = SuperSeed(reveal_after_s=4.0)
+    s = SuperSeed(num_chunks=5, reveal_after_s=4.0)
     assert s.visible("a", range(4), 0.0) == [0, 1, 2, 3]
     assert s.offer("a", 2, 0.0)
     assert s.visible("b", range(4), 1.0) == [0, 1, 3]
@@ -26,7 +26,7 @@ def test_a_chunk_given_to_one_peer_is_hidden_from_the_others_until_revealed() ->
 
 def test_reveal_after_must_be_positive() -> None:
     with pytest.raises(ValueError, match="reveal_after_s"):
-        SuperSeed(reveal_after_s=0)
+        SuperSeed(num_chunks=1, reveal_after_s=0)
 
 
 @given(
@@ -35,8 +35,9 @@ def test_reveal_after_must_be_positive() -> None:
 def test_offer_agrees_with_visible_and_each_chunk_leaves_once_per_window(
     requests: list[tuple[str, int, float]],
 ) -> None:
-    """Invariant 1, and: within one reveal window a chunk goes to one peer only."""
-    s = SuperSeed(reveal_after_s=100.0)
+    """Invariant 1, and: within one reveal window a chunk goes to one peer only, until
+    every chunk has gone out (chunk 8 exists but is never asked for here)."""
+    s = SuperSeed(num_chunks=9, reveal_after_s=100.0)
     now, holder = 0.0, {}
     for peer, index, step in requests:
         now += step
@@ -44,3 +45,26 @@ def test_offer_agrees_with_visible_and_each_chunk_leaves_once_per_window(
         assert s.offer(peer, index, now) == shown
         if shown:
             assert holder.setdefault(index, peer) == peer
+    assert not s.all_given
+
+
+def test_once_every_chunk_went_out_nothing_is_hidden() -> None:
+    s = SuperSeed(num_chunks=3, reveal_after_s=100.0)
+    assert s.offer("a", 0, 0.0) and s.offer("b", 1, 0.0)
+    assert s.visible("c", range(3), 1.0) == [2]
+    assert s.next_reveal_s("c", 1.0) == pytest.approx(99.0)
+    assert not s.offer("c", 0, 1.0)
+    assert s.offer("c", 2, 1.0)  # the last new chunk: the super-seeding phase ends
+    assert s.all_given
+    assert s.visible("c", range(3), 1.5) == [0, 1, 2]
+    assert s.offer("c", 0, 1.5)
+    assert s.next_reveal_s("c", 1.5) is None
+
+
+def test_asking_for_chunks_that_do_not_exist_does_not_end_the_hiding() -> None:
+    s = SuperSeed(num_chunks=2, reveal_after_s=100.0)
+    assert s.offer("a", 0, 0.0)
+    for index in (2, 3, -1, 10**9):
+        s.offer("b", index, 0.0)
+    assert not s.all_given
+    assert not s.offer("b", 0, 0.5)

@@ -15,7 +15,12 @@ from fleet_helpers import loopback_node, make_envoy
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import ServerHint, SwarmNode
 from vigo_swarm.blobstore import BlobInfo, BlobStore, describe_file
-from vigo_swarm.transfer import Fetcher, TransferConfig, register_blob_routes
+from vigo_swarm.transfer import (
+    Fetcher,
+    TransferConfig,
+    connections_per_peer,
+    register_blob_routes,
+)
 
 pytestmark = pytest.mark.integration
 CHUNK = 64 * 1024
@@ -193,8 +198,10 @@ async def test_a_peer_that_cuts_responses_short_never_breaks_the_fetch(
 async def test_a_superseeded_blob_leaves_the_seed_once_and_receivers_trade_the_rest(
     tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
 ) -> None:
-    """With a reveal window longer than the test, the seed may hand each chunk out once:
-    three receivers can only complete by fetching the other chunks from each other."""
+    """With a reveal window longer than the test, the seed hands each chunk out once
+    until every chunk has gone out (then it serves like any peer, for the tail): the
+    three receivers trade, and the seed sends less than the three copies a plain seed
+    would."""
     from vigo_swarm.transfer import BlobServer
 
     ca = FleetCA.load_or_create(tmp_path / "ca")
@@ -207,7 +214,7 @@ async def test_a_superseeded_blob_leaves_the_seed_once_and_receivers_trade_the_r
     await wait_until(lambda: all(len(n.peers()) == 3 for n, _ in receivers), "peers")
     path, info = source
     seed_store.add_file(path, CHUNK)
-    server.superseed(info.sha256)
+    server.superseed(info)
     fetchers = [Fetcher(n, s, info, TransferConfig(have_wait_s=2)) for n, s in receivers]
     async with trio.open_nursery() as inner:
         for f in fetchers:
@@ -215,9 +222,8 @@ async def test_a_superseeded_blob_leaves_the_seed_once_and_receivers_trade_the_r
     for _, store in receivers:
         done = store.blob_path(info.sha256)
         assert done is not None and done.read_bytes() == path.read_bytes()
-    assert server.stats.chunks_served == info.num_chunks  # each chunk left the seed once
     from_seed = sum(f.progress.sources.get(str(seed.identity.uuid), 0) for f in fetchers)
-    assert from_seed == info.num_chunks
+    assert info.num_chunks <= from_seed <= server.stats.chunks_served < 3 * info.num_chunks
     assert all(len(f.progress.sources) >= 2 for f in fetchers)  # they traded
 
 
@@ -307,3 +313,13 @@ async def test_a_chunk_body_lands_in_the_callers_buffer_and_errors_do_not(
         assert resp.view is None and resp.body == data[:CHUNK] and small == bytearray(10)
         resp = await conn.request("GET", f"{base}/1", into=buf)  # the connection is fine
         assert resp.view is not None and bytes(resp.view) == data[CHUNK : 2 * CHUNK]
+
+
+def test_a_fetch_opens_two_connections_to_a_few_sources_and_one_to_each_of_many() -> None:
+    cfg = TransferConfig()
+    assert [connections_per_peer(cfg, n) for n in (0, 1, 2, 3, 4, 8, 100)] == [2, 2, 2, 1, 1, 1, 1]
+    assert connections_per_peer(TransferConfig(connections_per_peer=3, connections_total=9), 3) == 3
+    with pytest.raises(ValueError, match="connections_per_peer"):
+        TransferConfig(connections_per_peer=0)
+    with pytest.raises(ValueError, match="connections_total"):
+        TransferConfig(connections_per_peer=3, connections_total=2)
