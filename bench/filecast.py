@@ -156,6 +156,8 @@ def main() -> None:
         idle_cpu_per_s = (daemons_cpu_s(pids) - idle0) / 5
         egress0 = tx_bytes(lab, seeder)
         cpu0 = daemons_cpu_s(pids)
+        server_pids = lab.pids(fleet.server)
+        server_cpu0 = daemons_cpu_s(server_pids)
         wall0 = time.time()
         t0 = time.monotonic()
         timeline = Timeline(lab, seeder, receivers) if args.timeline else None
@@ -186,6 +188,7 @@ def main() -> None:
             timeline.stop_and_print(upload_s)
         egress = tx_bytes(lab, seeder) - egress0
         cpu_s = daemons_cpu_s(pids) - cpu0
+        server_cpu_s = daemons_cpu_s(server_pids) - server_cpu0
         print("seeder served:", fleet.status(seeder).get("blob_serving"))
         seeding_s = seed_started(seeder.log_file) - wall0 - upload_s
         print(f"upload {upload_s:.2f} s; the seeder serves it {seeding_s:.2f} s after that")
@@ -203,7 +206,10 @@ def main() -> None:
 
         if args.no_central:
             print(f"idle fleet CPU {idle_cpu_per_s:.3f} s/s")
-            print(f"swarm {swarm_s:.2f} s, egress {egress / size:.2f} x S, envoy CPU {cpu_s:.1f} s")
+            print(
+                f"swarm {swarm_s:.2f} s, egress {egress / size:.2f} x S, envoy CPU {cpu_s:.1f} s, "
+                f"server CPU {server_cpu_s:.1f} s"
+            )
             return
         # --- central baseline: nginx on the server host, all receivers at once
         from vigo_server_lite.ca import FleetCA
@@ -264,6 +270,7 @@ def main() -> None:
         "central_s": round(central_s, 2),
         "seeder_egress_bytes": egress,
         "envoy_cpu_s": round(cpu_s, 2),
+        "server_cpu_s": round(server_cpu_s, 2),
         "t_over_bound": round(swarm_s / bound_s, 3),
         # the link's real goodput (TCP/IP/TLS framing), measured by the central run: one
         # file over one capped link takes central_s / N there
