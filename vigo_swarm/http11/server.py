@@ -1,32 +1,12 @@
-"""HTTP/1.1 over TLS on trio, built on h11: the server and client under every Vigo channel.
-
-Both the swarm peer channel (TCP 1531, mutual TLS) and the server lite API speak
-through this module. We use h11 over TLS on trio (``tlsstream.TLSStream``, which
-decrypts every buffered record per wake-up) rather than hypercorn because
-a handler must see the *verified peer certificate* (hypercorn hides it) and because it
-is as fast for bulk bodies (STACK.md). HTTP/2 is never offered: ALPN says http/1.1.
-
-Exceptions::
-
-    HTTPError            -- raised by a handler: becomes a JSON error response
-    ClientError          -- the client side could not complete a request
-      ├── PeerIdentityMismatch -- TLS was fine but the certificate is not who we dialled
-      └── (wraps OSError, trio.BrokenResourceError, ssl.SSLError, h11 errors)
-
-Every handler receives a ``Request`` whose ``peer`` is the identity read from the
-verified client certificate, or ``None`` when the client sent none (only possible on
-a server whose context makes client certificates optional).
-"""
+"""The HTTP/1.1 server: requests, responses, the router and ``HTTPSServer``."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import socket as _socket
 import ssl
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,26 +15,11 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
-from .pki import IdentityError, PeerIdentity, identity_from_peercert
-from .tlsstream import TLSStream
+from ..pki import IdentityError, PeerIdentity, identity_from_peercert
+from ..tlsstream import TLSStream
+from ._wire import JSON_TYPE, MAX_HEADER_BYTES, SEND_BUFFER_BYTES, next_event
 
 log = logging.getLogger(__name__)
-
-READ_BYTES = 65536  # STACK.md: receive_some(1 MiB) is slower; 64 KiB is the sweet spot
-MAX_HEADER_BYTES = 16 * 1024
-# Bulk bodies: wake the reader only once this much ciphertext is queued (SO_RCVLOWAT).
-# On a slow link a wake-up per arriving packet costs a scheduler pass and a partial TLS
-# record each; waiting for 48 KiB turns that into one read of about three records.
-BODY_LOWAT_BYTES = 48 * 1024
-# The tail of a body is read without a low-water mark: up to one TLS record of it may
-# already sit undecrypted in the SSL object, so the socket may never hold more than
-# ``remaining - TLS_RECORD_SLACK`` bytes.
-TLS_RECORD_SLACK = 17 * 1024
-# Responses are up to a chunk (1 MiB by default) each: a send buffer that holds one whole
-# lets ``send_all`` hand it to the kernel in one go instead of one wake-up per few
-# packets on a slow link (the kernel doubles the value; it caps at wmem_max).
-SEND_BUFFER_BYTES = 2 << 20
-JSON_TYPE = "application/json"
 
 
 # ----------------------------------------------------------------------------- messages
@@ -263,7 +228,7 @@ class HTTPSServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         while True:
             with trio.move_on_after(self.limits.idle_timeout_s) as idle:
-                event = await _next_event(conn, stream)
+                event = await next_event(conn, stream)
             if idle.cancelled_caught or isinstance(event, h11.ConnectionClosed):
                 return
             if not isinstance(event, h11.Request):
@@ -326,27 +291,11 @@ class HTTPSServer:
             return HTTPError(500, "internal", "internal error (see the server log)").response()
 
 
-async def _next_event(conn: h11.Connection, stream: TLSStream) -> Any:
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return h11.ConnectionClosed()
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(READ_BYTES)
-            except (trio.BrokenResourceError, ssl.SSLError):
-                data = b""
-            conn.receive_data(data if isinstance(data, bytes) else bytes(data))
-            continue
-        return event
-
-
 async def _read_body(conn: h11.Connection, stream: TLSStream, max_body: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(conn, stream)
+        event = await next_event(conn, stream)
         if isinstance(event, h11.Data):
             size += len(event.data)
             if size > max_body:
@@ -384,233 +333,3 @@ async def _send_response(conn: h11.Connection, stream: TLSStream, response: Resp
     except h11.LocalProtocolError as exc:
         log.warning("response framing error: %s", exc)
         raise trio.BrokenResourceError from exc
-
-
-# ------------------------------------------------------------------------------- client
-
-
-class ClientError(Exception):
-    """A request could not be completed (connect, TLS, framing or timeout)."""
-
-
-class PeerIdentityMismatch(ClientError):
-    """The TLS peer verified, but its certificate names another envoy."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientResponse:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes  # b"" when the body went into the caller's buffer (``view``)
-    view: memoryview | None = None  # that body, in the caller's ``into`` buffer
-
-    @property
-    def error_code(self) -> str:
-        """The ``error.code`` of an error answer ("" if the body is not one)."""
-        try:
-            code = json.loads(self.body)["error"]["code"]
-        except (ValueError, TypeError, KeyError):
-            return ""
-        return code if isinstance(code, str) else ""
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ClientError(f"response is not valid JSON: {exc}") from exc
-
-
-def _says_close(event: h11.Response) -> bool:
-    return any(name == b"connection" and b"close" in value.lower() for name, value in event.headers)
-
-
-def _content_length(event: h11.Response) -> int | None:
-    for name, value in event.headers:
-        if name == b"content-length" and value.isdigit():
-            return int(value)
-    return None
-
-
-class _LowWater:
-    """SO_RCVLOWAT on the TCP socket under a TLS stream, set only when it changes."""
-
-    def __init__(self, stream: TLSStream) -> None:
-        self._socket = stream.transport_stream.socket
-        self._value = 1
-
-    def set(self, nbytes: int) -> None:
-        value = max(1, min(BODY_LOWAT_BYTES, nbytes))
-        if value != self._value:
-            try:
-                self._socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVLOWAT, value)
-            except OSError:
-                return  # a closed socket: the read that follows reports it
-            self._value = value
-
-
-class HTTPSConnection:
-    """One keep-alive HTTP/1.1 connection to a peer. Use ``async with connect(...)``."""
-
-    def __init__(self, stream: TLSStream, peer: PeerIdentity) -> None:
-        self._stream = stream
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
-        self._closing = False  # the last answer said "connection: close"
-        self.peer = peer
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes = b"",
-        headers: Mapping[str, str] | None = None,
-        max_body: int = 16 << 20,
-        timeout_s: float = 30.0,
-        into: memoryview | None = None,
-    ) -> ClientResponse:
-        """One request and its answer. With ``into`` (a writable buffer), a 200 answer's
-        Content-Length body that fits is read straight into it (``ClientResponse.view``): a bulk
-        chunk then costs no allocation and no copy beyond decryption."""
-        hdrs = [("host", "vigo"), ("content-length", str(len(body)))]
-        hdrs += list((headers or {}).items())
-        try:
-            with trio.fail_after(timeout_s):
-                if self._closing:
-                    raise ClientError("the peer closed this connection after its last answer")
-                if self._conn.our_state is h11.DONE:
-                    self._conn.start_next_cycle()
-                await self._stream.send_all(
-                    self._conn.send(h11.Request(method=method, target=path, headers=hdrs))
-                )
-                if body:
-                    await self._stream.send_all(self._conn.send(h11.Data(data=body)))
-                await self._stream.send_all(self._conn.send(h11.EndOfMessage()))
-                event = await _next_event(self._conn, self._stream)
-                if not isinstance(event, h11.Response):
-                    raise ClientError(f"connection closed before a response to {method} {path}")
-                expected = _content_length(event)
-                if expected is not None and expected > max_body:
-                    raise ClientError(f"response to {path} is {expected} bytes, over {max_body}")
-                view: memoryview | None = None
-                if expected is None:
-                    data = await self._read_framed_body(method, path, max_body)
-                else:
-                    if into is not None and event.status_code == 200 and expected <= len(into):
-                        view = into[:expected]
-                    data = await self._read_exact_body(expected, method, path, view)
-                    if _says_close(event):
-                        self._closing = True
-        except trio.TooSlowError as exc:
-            raise ClientError(f"{method} {path}: no answer within {timeout_s:g} s") from exc
-        except (h11.ProtocolError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            raise ClientError(f"{method} {path}: {exc or type(exc).__name__}") from exc
-        resp_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-        return ClientResponse(event.status_code, resp_headers, data, view)
-
-    async def _read_exact_body(
-        self, length: int, method: str, path: str, view: memoryview | None = None
-    ) -> bytes:
-        """A Content-Length body, read straight off the TLS stream into ``view`` (then
-        ``b""`` is returned), else into a buffer of its own returned as bytes.
-
-        Bytes h11 already buffered are taken first; the rest never goes through h11 (a
-        bulk chunk is 64+ TLS records: its per-event bookkeeping was a fifth of a
-        receiver's CPU). Exactly ``length`` bytes are read, so the connection is then at
-        a message boundary and the next request starts a fresh h11 state machine.
-        """
-        target = view if view is not None else memoryview(bytearray(length))
-        size = 0
-        while size < length:
-            ev = self._conn.next_event()
-            if isinstance(ev, h11.Data):
-                target[size : size + len(ev.data)] = ev.data
-                size += len(ev.data)
-            elif ev is h11.NEED_DATA:
-                break
-            else:  # EndOfMessage before length bytes, or a protocol surprise
-                raise ClientError(f"response to {method} {path} ended early")
-        lowat = _LowWater(self._stream)
-        try:
-            while size < length:
-                lowat.set(length - size - TLS_RECORD_SLACK)
-                got = await self._stream.receive_into(target[size:])
-                if not got:
-                    raise ClientError(f"response to {method} {path} ended early")
-                size += got
-        finally:
-            lowat.set(1)
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
-        return b"" if view is not None else bytes(target)
-
-    async def _read_framed_body(self, method: str, path: str, max_body: int) -> bytes:
-        """A chunked or close-delimited body, through h11."""
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            ev = await _next_event(self._conn, self._stream)
-            if isinstance(ev, h11.Data):
-                size += len(ev.data)
-                if size > max_body:
-                    raise ClientError(f"response to {path} over {max_body} bytes")
-                parts.append(bytes(ev.data))
-            elif isinstance(ev, h11.EndOfMessage):
-                return b"".join(parts)
-            else:
-                raise ClientError(f"response to {method} {path} ended early")
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self._stream)
-
-    async def __aenter__(self) -> HTTPSConnection:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-async def connect(
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext,
-    *,
-    expect_uuid: uuid.UUID | None = None,
-    expect_server: bool = False,
-    timeout_s: float = 10.0,
-    local_address: str | None = None,
-) -> HTTPSConnection:
-    """Dial, handshake and check the peer's identity before any request is sent.
-
-    ``local_address`` pins the source address (a node bound to one address dials from it,
-    so the far end sees the address it can dial back).
-    """
-    try:
-        with trio.fail_after(timeout_s):
-            tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
-            stream = TLSStream(tcp, ssl_context, server_side=False, server_hostname=host)
-            try:
-                await stream.do_handshake()
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-    except trio.TooSlowError as exc:
-        raise ClientError(f"{host}:{port}: no TLS handshake within {timeout_s:g} s") from exc
-    except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-        raise ClientError(f"{host}:{port}: {exc or type(exc).__name__}") from exc
-    try:
-        peer = identity_from_peercert(stream.getpeercert())
-        if expect_uuid is not None and peer.uuid != expect_uuid:
-            raise PeerIdentityMismatch(f"{host}:{port} is {peer.uuid}, not {expect_uuid}")
-        if expect_server and not peer.is_server:
-            raise PeerIdentityMismatch(f"{host}:{port} is not the server lite")
-    except IdentityError as exc:
-        await trio.aclose_forcefully(stream)
-        raise ClientError(f"{host}:{port}: {exc}") from exc
-    except PeerIdentityMismatch:
-        await trio.aclose_forcefully(stream)
-        raise
-    return HTTPSConnection(stream, peer)
-
-
-def retry_after_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:
-    """Exponential backoff: base, 2·base, 4·base … capped (callers add jitter)."""
-    return min(cap_s, base_s * math.pow(2, max(0, attempt)))
