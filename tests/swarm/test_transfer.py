@@ -227,6 +227,56 @@ async def test_a_superseeded_blob_leaves_the_seed_once_and_receivers_trade_the_r
     assert all(len(f.progress.sources) >= 2 for f in fetchers)  # they traded
 
 
+async def test_a_held_have_long_poll_learns_at_once_when_the_seed_gave_out_its_last_chunk(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Once every chunk went out, the super-seed hides nothing: a receiver holding a
+    long-poll on its bitmap hears so when the last chunk leaves, not after the poll's
+    20 s (or the 1 h reveal window)."""
+    from vigo_swarm.blobstore import decode_bitmap
+    from vigo_swarm.transfer import BlobServer, board_for
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    seed = loopback_node(make_envoy(ca, tmp_path, "seed"), 55, None)
+    seed_store = BlobStore(tmp_path / "seed-store")
+    server = BlobServer(seed, seed_store, reveal_after_s=3600)
+    await nursery.start(seed.run)
+    (a, _), (b, _) = [await start(ca, tmp_path, nursery, 56 + i) for i in range(2)]
+    introduce([seed, a, b])
+    await wait_until(lambda: len(a.peers()) == len(b.peers()) == 2, "peers")
+    src = tmp_path / "three.bin"
+    src.write_bytes(os.urandom(3 * CHUNK))
+    info = seed_store.add_file(src, CHUNK)
+    server.superseed(info)
+    base = f"/swarm/v1/blobs/{info.sha256}"
+
+    def to_seed(node: SwarmNode) -> object:
+        return next(p for p in node.peers() if p.uuid == seed.identity.uuid)
+
+    async with await a.dial(to_seed(a)) as conn_a, await b.dial(to_seed(b)) as conn_b:
+        for index in (0, 1):
+            assert (await conn_a.request("GET", f"{base}/chunks/{index}")).status == 200
+        first = await conn_b.request("GET", base + "/have")
+        assert decode_bitmap(first.body, 3) == {2}  # 0 and 1 went to a
+        version = first.headers["x-vigo-have-version"]
+        answer: list[set[int]] = []
+
+        async def hold_the_poll() -> None:
+            resp = await conn_b.request("GET", f"{base}/have?after={version}&wait=20")
+            answer.append(decode_bitmap(resp.body, 3))
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(hold_the_poll)
+            held = board_for(seed_store)._events  # a held long-poll waits on an event
+            await wait_until(lambda: info.sha256 in held, "b's long-poll held by the seed")
+            with trio.fail_after(15):  # well under the 20 s the poll may be held
+                assert (await conn_a.request("GET", f"{base}/chunks/2")).status == 200
+                while not answer:
+                    await trio.sleep(0.02)
+    assert answer == [{0, 1, 2}]
+    assert server.stats.not_offered == 0
+
+
 async def test_have_long_poll_answers_when_a_chunk_arrives_and_refuses_bad_waits(
     tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
 ) -> None:
