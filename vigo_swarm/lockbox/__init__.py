@@ -4,7 +4,8 @@ Public surface (import from here). Pure parts: ``records`` (the encrypted index:
 grow-only set of records and the view every member computes from it), ``plan`` (what
 to record and what to write), ``agefile`` (age v1 files with size padding). IO:
 ``files`` (``~/lockbox`` through directory fds), ``state`` (where records and the
-person's bookkeeping live), ``service`` (the daemon side). See docs/lockbox.md.
+person's bookkeeping live), ``service`` (the daemon side; its parts are in ``local``,
+``remote``, ``blobs``, ``channel``, ``core`` and ``box``). See docs/lockbox.md.
 """
 
 from . import agefile
