@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from .. import http11
+from ..blobroutes import private_blob_router
 from ..blobstore import is_sha256
 from .records import RecordRejected
 from .state import GitbackState
@@ -25,9 +26,17 @@ MAX_BODY = 32 << 20
 
 
 class PeerRoutes(GitbackState):
-    """The route handlers; ``GitbackService`` registers them on the node's router."""
+    """The route handlers, registered on the node's router when the state is built."""
 
     _blob_router: http11.Router  # the swarm's blob routes over our own store
+
+    def _add_routes(self) -> None:
+        self._blob_router = private_blob_router(self.store)
+        router = self.node.router
+        router.add("POST", RECORDS_PATH, self._push_handler, max_body=MAX_BODY)
+        router.add("GET", RECORDS_PATH, self._records_handler, max_body=0)
+        for suffix in ("/info", "/have", "/chunks/{index}"):
+            router.add("GET", BLOBS + "{sha}" + suffix, self._blob_handler, max_body=0)
 
     def _admit(self, request: http11.Request) -> str:
         peer = request.peer

@@ -27,15 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..blobroutes import private_blob_router
-from ..node import SwarmNode
-from ..puddle import Person
 from .follower import Follower, blob_problem
 from .mirror import mirror_path
 from .publisher import CHUNK_BYTES, Publisher
@@ -60,19 +55,7 @@ log = logging.getLogger(__name__)
 
 
 class GitbackService(PeerRoutes, Publisher, Follower):
-    def __init__(
-        self,
-        node: SwarmNode,
-        root: Path,
-        people: Callable[[str], Person | None],
-        config: GitbackConfig | None = None,
-    ) -> None:
-        super().__init__(node, root, people, config)
-        self._blob_router = private_blob_router(self.store)
-        node.router.add("POST", RECORDS_PATH, self._push_handler, max_body=MAX_BODY)
-        node.router.add("GET", RECORDS_PATH, self._records_handler, max_body=0)
-        for suffix in ("/info", "/have", "/chunks/{index}"):
-            node.router.add("GET", BLOBS + "{sha}" + suffix, self._blob_handler, max_body=0)
+    """``GitbackService(node, root, people, config)``: see ``GitbackState``."""
 
     # -------------------------------------------------------------------- run
 

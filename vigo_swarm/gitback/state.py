@@ -92,6 +92,10 @@ class GitbackState:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._load()
+        self._add_routes()
+
+    def _add_routes(self) -> None:
+        """Register the peer routes (``PeerRoutes`` does; the bare state has none)."""
 
     @property
     def state_file(self) -> Path:
