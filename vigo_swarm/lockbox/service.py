@@ -36,15 +36,14 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import trio
 
-from .. import http11
+from ..blobroutes import private_blob_router
 from ..blobstore import BlobError, BlobStore
 from ..node import SwarmNode
 from ..puddle import PuddleError, PuddleKey, PuddleService
-from ..transfer import register_blob_routes
 from . import files, records, state
 from .blobs import BlobFetching
 from .box import Box, LockboxConfig, LockboxStats
@@ -78,13 +77,6 @@ log = logging.getLogger(__name__)
 LOCAL_STATE = "lockbox-state.json"
 
 
-class _RouterHolder:
-    """Lets ``register_blob_routes`` fill a private router (it only uses ``.router``)."""
-
-    def __init__(self) -> None:
-        self.router = http11.Router()
-
-
 class LockboxService(LocalChanges, RemoteChanges, BlobFetching, PeerChannel):
     def __init__(
         self,
@@ -111,9 +103,7 @@ class LockboxService(LocalChanges, RemoteChanges, BlobFetching, PeerChannel):
         self._pass_lock = trio.Lock()
         self._syncing: set[tuple[uuid.UUID, str]] = set()
         self._nursery: trio.Nursery | None = None
-        inner = _RouterHolder()
-        register_blob_routes(cast(SwarmNode, inner), self.store)
-        self._blob_router = inner.router
+        self._blob_router = private_blob_router(self.store)
         for suffix in ("/info", "/have", "/chunks/{index}"):
             node.router.add(
                 "GET", BLOB_BASE + suffix, self._blob_handler, max_body=0, claim=self._claims
