@@ -202,6 +202,12 @@ class ChunkScheduler(Generic[PeerId]):
             picks += more
         return picks
 
+    def has_room(self, peer: PeerId) -> bool:
+        """``peer`` may be asked for more once it advertises it: it is not banned and
+        below its in-flight limit (a peer not heard of yet has all its room)."""
+        state = self._peers.get(peer)
+        return state is None or (not state.banned and len(state.in_flight) < state.limit)
+
     def _pick(
         self, candidates: list[int], count: int, key: Callable[[int], tuple[int, ...]]
     ) -> list[int]:

@@ -66,6 +66,10 @@ class SuperSeed:
         """The chunks of ``chunks`` that ``peer`` may see (and ask for) now."""
         return [i for i in chunks if not self._hidden(peer, i, now)]
 
+    def hidden_from(self, peer: Hashable, now: float) -> list[int]:
+        """The chunks ``visible`` leaves out for ``peer`` now (given to others lately)."""
+        return [i for i in self._given if self._hidden(peer, i, now)]
+
     def offer(self, peer: Hashable, index: int, now: float) -> bool:
         """``peer`` asks for chunk ``index``: True (and recorded) if it may have it."""
         if self._hidden(peer, index, now):

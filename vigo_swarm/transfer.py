@@ -26,7 +26,10 @@ superseed``): each chunk goes out to one receiver, which passes it on.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import math
 import secrets
 import uuid
 import weakref
@@ -48,7 +51,6 @@ from .blobstore import (
     StoreFull,
     check_sha256,
     decode_bitmap,
-    encode_bitmap,
 )
 from .durable import aligned_buffer
 from .node import SwarmNode
@@ -61,6 +63,9 @@ log = logging.getLogger(__name__)
 
 OCTETS = "application/octet-stream"
 HAVE_VERSION = "x-vigo-have-version"
+HAVE_AFTER = "x-vigo-have-after"  # on a chunk request: the asker's last version of our bitmap
+HAVE_BITMAP = "x-vigo-have"  # on a chunk answer: our bitmap (base64) if it changed since
+MAX_HAVE_HEADER_BYTES = 4096  # bitmaps up to 32768 chunks ride on chunk answers
 MAX_HAVE_WAIT_S = 20.0  # a long-poll never holds a request longer (request timeout: 60 s)
 
 
@@ -74,8 +79,9 @@ class TransferConfig:
     connections_per_peer: int = 2
     connections_total: int = 4
     refresh_have_s: float = 0.25  # poll interval for a peer that cannot long-poll
-    have_wait_s: float = 5.0  # long-poll: the longest a peer holds our bitmap request
-    have_min_interval_s: float = 0.2  # between two bitmap answers from one peer
+    have_wait_s: float = 1.0  # long-poll: the longest a peer holds our bitmap request
+    have_min_interval_s: float = 0.2  # between two bitmap long-polls on one connection
+    have_stale_s: float = 1.0  # a busy connection asks for the bitmap if none came this long
     chunk_timeout_s: float = 30.0
     fetch_limit: Limiter = field(default_factory=lambda: Limiter(None))  # shared, optional
     idle_wait_s: float = 1.0  # an idle connection looks again at least this often
@@ -214,28 +220,55 @@ class BlobServer:
             err = http11.HTTPError(404, "no_blob", "this envoy holds no such blob").response()
             err.headers.append((HAVE_VERSION, version))
             return err
-        if (policy := self._superseeded.get(sha)) is not None:
-            info = self.store.info(sha)
-            if info is not None:
-                chunks = decode_bitmap(bitmap, info.num_chunks)
-                shown = policy.visible(caller, chunks, trio.current_time())
-                bitmap = encode_bitmap(shown, info.num_chunks)
+        bitmap = self._shown(sha, caller, bitmap)
         return http11.Response(body=bitmap, content_type=OCTETS, headers=[(HAVE_VERSION, version)])
+
+    def _shown(self, sha: str, caller: uuid.UUID | None, bitmap: bytes) -> bytes:
+        """Our bitmap as ``caller`` may see it: super-seeding hides chunks given to others."""
+        policy = self._superseeded.get(sha)
+        if policy is None:
+            return bitmap
+        return clear_bits(bitmap, policy.hidden_from(caller, trio.current_time()))
+
+    def _have_headers(
+        self, sha: str, caller: uuid.UUID | None, after: str | None
+    ) -> list[tuple[str, str]]:
+        """What a chunk answer tells about our bitmap, for an asker that last saw version
+        ``after`` of it (``x-vigo-have-after``): the version alone if that is still
+        current, with the bitmap if it changed (or super-seeding may show it otherwise
+        now); nothing if the asker did not ask, or the bitmap is not at hand or too big
+        for a header (the asker then polls ``/have``)."""
+        if after is None:
+            return []
+        version = self.board.version(sha)
+        policy = self._superseeded.get(sha)
+        if version == after and (policy is None or policy.all_given):
+            return [(HAVE_VERSION, version)]
+        bitmap = self.store.have_cached(sha)
+        if bitmap is None or len(bitmap) > MAX_HAVE_HEADER_BYTES:
+            return []
+        shown = base64.b64encode(self._shown(sha, caller, bitmap)).decode("ascii")
+        return [(HAVE_VERSION, version), (HAVE_BITMAP, shown)]
 
     async def _chunk(self, request: http11.Request) -> http11.Response:
         sha, raw = self._sha(request), request.params["index"]
         if not raw.isdigit() or len(raw) > 9:
             raise http11.HTTPError(400, "bad_index", "chunk index must be a small integer")
         index = int(raw)
+        after = request.headers.get(HAVE_AFTER)
+        if after is not None and len(after) > 64:
+            raise http11.HTTPError(400, "bad_after", f"{HAVE_AFTER} must be a have version")
         policy = self._superseeded.get(sha)
         caller = request.peer.uuid if request.peer else None
         if policy is not None:
             hiding = not policy.all_given
             if not policy.offer(caller, index, trio.current_time()):
                 self.stats.not_offered += 1
-                raise http11.HTTPError(
+                declined = http11.HTTPError(
                     409, "not_offered", "super-seeding: another envoy has this chunk; ask it"
-                )
+                ).response()
+                declined.headers += self._have_headers(sha, caller, after)
+                return declined
             if hiding and policy.all_given:  # the last new chunk went out: show everything
                 self.board.bump(sha)
         try:
@@ -247,7 +280,18 @@ class BlobServer:
         await self.serve_limit.take(len(data))
         self.stats.chunks_served += 1
         self.stats.bytes_served += len(data)
-        return http11.Response(body=data, content_type=OCTETS)
+        headers = self._have_headers(sha, caller, after)
+        return http11.Response(body=data, content_type=OCTETS, headers=headers)
+
+
+def clear_bits(bitmap: bytes, indices: list[int]) -> bytes:
+    """Pure: ``bitmap`` with the bits of ``indices`` cleared (they must be in range)."""
+    if not indices:
+        return bitmap
+    out = bytearray(bitmap)
+    for i in indices:
+        out[i >> 3] &= ~(0x80 >> (i & 7)) & 0xFF
+    return bytes(out)
 
 
 def _wait_of(request: http11.Request) -> float:
@@ -265,6 +309,15 @@ def _wait_of(request: http11.Request) -> float:
 def register_blob_routes(node: SwarmNode, store: BlobStore) -> BlobServer:
     """Add the three blob endpoints to the peer channel."""
     return BlobServer(node, store)
+
+
+@dataclass(slots=True)
+class _Advert:
+    """What a fetch knows of one peer's bitmap, shared by that peer's connections."""
+
+    version: str = ""  # the peer's have version we last saw ("" before, or if it has none)
+    heard_at: float = -math.inf  # when the peer last told us its bitmap or version
+    polled_at: float = -math.inf  # when a connection last began a long-poll of it
 
 
 def connections_per_peer(config: TransferConfig, peers: int) -> int:
@@ -301,10 +354,10 @@ class Fetcher:
             if (event := self._wakes.pop(key, None)) is not None:
                 event.set()
 
-    async def _idle(self, peer: uuid.UUID) -> None:
-        """Wait until ``peer`` may have work for us (or idle_wait_s, as a safety net)."""
+    async def _idle(self, peer: uuid.UUID, wait_s: float) -> None:
+        """Wait until ``peer`` may have work for us, or ``wait_s``."""
         event = self._wakes.setdefault(peer, trio.Event())
-        with trio.move_on_after(self.config.idle_wait_s):
+        with trio.move_on_after(wait_s):
             await event.wait()
 
     async def fetch(self) -> Path:
@@ -358,13 +411,12 @@ class Fetcher:
         running: set[uuid.UUID],
         conns: int,
     ) -> None:
-        """One peer: keep its bitmap fresh and run ``conns`` connections pulling chunks."""
+        """One peer: ``conns`` connections pulling chunks and keeping its bitmap fresh."""
         try:
             async with trio.open_nursery() as nursery:
-                conn = await self.node.dial(peer)
-                nursery.start_soon(self._refresh_have, conn, peer, sched)
+                advert = _Advert()
                 for _ in range(conns):
-                    nursery.start_soon(self._worker, peer, sched, partial)
+                    nursery.start_soon(self._worker, peer, sched, partial, advert)
         except* (http11.ClientError, trio.TooSlowError) as group:
             # a broken or misbehaving peer ends only its own loop (trio raises groups)
             log.debug("fetch %s from %s: %s", self.info.sha256[:12], peer.uuid, group.exceptions[0])
@@ -376,59 +428,98 @@ class Fetcher:
                 self._wake()
             running.discard(peer.uuid)
 
-    async def _refresh_have(
-        self, conn: http11.HTTPSConnection, peer: PeerView, sched: ChunkScheduler[uuid.UUID]
-    ) -> None:
-        """Keep the peer's advert current: long-poll its bitmap (poll if it cannot)."""
-        cfg, version = self.config, ""
-        base = f"/swarm/v1/blobs/{self.info.sha256}/have"
-        async with conn:
-            while True:
-                path = f"{base}?after={version}&wait={cfg.have_wait_s:g}" if version else base
-                resp = await conn.request("GET", path, timeout_s=cfg.have_wait_s + 10)
-                if resp.status == 200:
-                    try:
-                        chunks = decode_bitmap(resp.body, self.info.num_chunks)
-                    except BlobError as exc:
-                        raise http11.ClientError(f"bad bitmap: {exc}") from exc
-                    sched.set_peer_chunks(peer.uuid, chunks)
-                    self._wake(peer.uuid)
-                elif resp.status != 404:
-                    raise http11.ClientError(f"have answered {resp.status}")
-                version = resp.headers.get(HAVE_VERSION, "")[:64]
-                pause = cfg.have_min_interval_s if version else cfg.refresh_have_s
-                await trio.sleep(pause)
-
     async def _worker(
-        self, peer: PeerView, sched: ChunkScheduler[uuid.UUID], partial: Partial
+        self,
+        peer: PeerView,
+        sched: ChunkScheduler[uuid.UUID],
+        partial: Partial,
+        advert: _Advert,
     ) -> None:
-        """One connection: ask the peer for its next scheduled chunk, repeat.
+        """One connection: ask the peer for its next scheduled chunk, repeat; when there
+        is none, long-poll its bitmap on the same connection.
 
-        A received chunk is verified and written in a thread while the connection
-        already carries the next request (one chunk being stored per connection: the
-        scheduler's per-peer limit counts it as still in flight until it verified).
+        Every chunk answer carries the peer's bitmap when it changed (``_heard``), so a
+        busy connection needs no bitmap requests of its own. A received chunk is
+        verified and written in a thread while the connection already carries the next
+        request (one chunk being stored per connection: the scheduler's per-peer limit
+        counts it as still in flight until it verified).
         """
-        storing = trio.Semaphore(1)
+        cfg, storing = self.config, trio.Semaphore(1)
         # two chunk buffers: one being received, one being stored (the semaphore makes
         # sure a buffer's store finished before it is received into again)
         size = min(self.info.chunk_bytes, self.info.size_bytes)
         buffers: list[memoryview] = []  # page-aligned: the store can write them direct
         turn = 0
         async with await self.node.dial(peer) as conn, trio.open_nursery() as nursery:
+            await self._ask_have(conn, peer, sched, advert, wait_s=0)
             while not sched.done():
-                picks = sched.next_requests(peer.uuid, trio.current_time(), most=1)
+                now = trio.current_time()
+                if now - advert.heard_at >= cfg.have_stale_s:
+                    await self._ask_have(conn, peer, sched, advert, wait_s=0)
+                picks = sched.next_requests(peer.uuid, now, most=1)
                 if not picks:
-                    await self._idle(peer.uuid)
+                    poll_at = advert.polled_at + (
+                        cfg.have_min_interval_s if advert.version else cfg.refresh_have_s
+                    )
+                    if sched.has_room(peer.uuid) and now >= poll_at:
+                        await self._ask_have(conn, peer, sched, advert, wait_s=cfg.have_wait_s)
+                    else:  # a chunk being stored makes room; or it is too soon to ask
+                        wait_s = poll_at - now if now < poll_at else cfg.idle_wait_s
+                        await self._idle(peer.uuid, wait_s)
                     continue
                 index = picks[0]
                 if len(buffers) <= turn:
                     buffers.append(aligned_buffer(size))
-                body = await self._get_chunk(conn, peer, sched, index, buffers[turn])
+                body = await self._get_chunk(conn, peer, sched, index, buffers[turn], advert)
                 if body is None:
                     continue
                 turn ^= 1
                 await storing.acquire()
                 nursery.start_soon(self._store_chunk, peer, sched, partial, index, body, storing)
+
+    async def _ask_have(
+        self,
+        conn: http11.HTTPSConnection,
+        peer: PeerView,
+        sched: ChunkScheduler[uuid.UUID],
+        advert: _Advert,
+        *,
+        wait_s: float,
+    ) -> None:
+        """Ask the peer for its bitmap; with ``wait_s``, a long-poll answered when it
+        changed from the version we last saw (a peer without versions is polled)."""
+        path = f"/swarm/v1/blobs/{self.info.sha256}/have"
+        if advert.version:
+            path += f"?after={advert.version}&wait={wait_s:g}"
+        if wait_s:
+            advert.polled_at = trio.current_time()
+        resp = await conn.request("GET", path, timeout_s=wait_s + 10)
+        if resp.status == 404:
+            advert.version = resp.headers.get(HAVE_VERSION, "")[:64]
+            advert.heard_at = trio.current_time()
+            return
+        if resp.status != 200:
+            raise http11.ClientError(f"have answered {resp.status}")
+        self._heard(peer, sched, advert, resp.headers.get(HAVE_VERSION, ""), resp.body)
+
+    def _heard(
+        self,
+        peer: PeerView,
+        sched: ChunkScheduler[uuid.UUID],
+        advert: _Advert,
+        version: str,
+        bitmap: bytes | None,
+    ) -> None:
+        """The peer told us its bitmap (or only that it is still at ``version``)."""
+        if bitmap is not None:
+            try:
+                chunks = decode_bitmap(bitmap, self.info.num_chunks)
+            except BlobError as exc:
+                raise http11.ClientError(f"bad bitmap: {exc}") from exc
+            sched.set_peer_chunks(peer.uuid, chunks)
+            self._wake(peer.uuid)
+        advert.version = version[:64]
+        advert.heard_at = trio.current_time()
 
     async def _get_chunk(
         self,
@@ -437,6 +528,7 @@ class Fetcher:
         sched: ChunkScheduler[uuid.UUID],
         index: int,
         buffer: memoryview,
+        advert: _Advert,
     ) -> bytes | memoryview | None:
         """Chunk ``index``'s bytes as the peer sent them (unverified; in ``buffer``),
         or None if it did not send it (the scheduler was told why)."""
@@ -446,6 +538,7 @@ class Fetcher:
             resp = await conn.request(
                 "GET",
                 path,
+                headers={HAVE_AFTER: advert.version} if advert.version else None,
                 max_body=self.info.chunk_bytes,
                 timeout_s=self.config.chunk_timeout_s,
                 into=buffer,
@@ -453,6 +546,14 @@ class Fetcher:
         except http11.ClientError:
             sched.on_timeout(peer.uuid, index, trio.current_time())
             raise
+        if (version := resp.headers.get(HAVE_VERSION)) is not None:
+            bitmap = None
+            if (encoded := resp.headers.get(HAVE_BITMAP)) is not None:
+                try:
+                    bitmap = base64.b64decode(encoded, validate=True)
+                except binascii.Error as exc:
+                    raise http11.ClientError(f"bad {HAVE_BITMAP} header: {exc}") from exc
+            self._heard(peer, sched, advert, version, bitmap)
         if resp.status == 409 and resp.error_code == "not_offered":
             sched.peer_lacks(peer.uuid, index)  # super-seeding: someone else has it
             self._wake()

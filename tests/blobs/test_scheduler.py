@@ -361,3 +361,18 @@ def test_a_declined_chunk_leaves_the_peers_advert_without_a_penalty() -> None:
     assert first not in s.next_requests("seed", 0.0)
     s.set_peer_chunks("seed", range(4))  # its next advert brings it back
     assert s.availability(first) >= 1
+
+
+def test_has_room_until_the_in_flight_limit_and_never_for_a_banned_peer() -> None:
+    s: ChunkScheduler[str] = ChunkScheduler(
+        8, config=SchedulerConfig(max_in_flight=2, ban_after_bad=1)
+    )
+    assert s.has_room("new")  # not heard of yet: all its room
+    s.set_peer_chunks("p", range(8))
+    assert s.next_requests("p", now=0, most=1) and s.has_room("p")
+    s.next_requests("p", now=0)
+    assert not s.has_room("p")
+    s.set_peer_chunks("q", range(8))
+    (index,) = s.next_requests("q", now=0, most=1)
+    s.on_chunk_bad("q", index, now=1)  # banned after one bad chunk
+    assert not s.has_room("q")

@@ -68,3 +68,13 @@ def test_asking_for_chunks_that_do_not_exist_does_not_end_the_hiding() -> None:
         s.offer("b", index, 0.0)
     assert not s.all_given
     assert not s.offer("b", 0, 0.5)
+
+
+def test_hidden_from_lists_what_visible_leaves_out() -> None:
+    s = SuperSeed(4, reveal_after_s=10)
+    assert s.offer("a", 0, now=0) and s.offer("b", 1, now=1)
+    assert sorted(s.hidden_from("a", now=2)) == [1]
+    assert sorted(s.hidden_from("c", now=2)) == [0, 1]
+    assert s.hidden_from("c", now=10.5) == [1]  # 0 is shown again after 10 s
+    assert s.offer("c", 2, now=3) and s.offer("c", 3, now=3)  # every chunk went out
+    assert s.hidden_from("c", now=4) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,9 @@ from fleet_helpers import loopback_node, make_envoy
 from vigo_server_lite.ca import FleetCA
 from vigo_swarm import ServerHint, SwarmNode
 from vigo_swarm.blobstore import BlobInfo, BlobStore, describe_file
+from vigo_swarm.peers import PeerView
 from vigo_swarm.transfer import (
+    BlobServer,
     Fetcher,
     TransferConfig,
     connections_per_peer,
@@ -79,6 +81,32 @@ async def seeded_pair(
     (_, seed_store), (other, _) = await two_peers(tmp, nursery, n)
     seed_store.add_file(source[0], source[1].chunk_bytes)
     return seed_store, other
+
+
+async def super_seed_and_two(
+    tmp: Path, nursery: trio.Nursery, n: int, chunks: int
+) -> tuple[BlobServer, BlobStore, SwarmNode, SwarmNode, SwarmNode, BlobInfo]:
+    """A seed (127.0.0.n) super-seeding a ``chunks``-chunk blob with a reveal window
+    longer than any test, and two receivers (n+1, n+2) that know it: (its BlobServer,
+    its store, its node, the receivers' nodes, the blob's info)."""
+    ca = FleetCA.load_or_create(tmp / "ca")
+    seed = loopback_node(make_envoy(ca, tmp, "seed"), n, None)
+    seed_store = BlobStore(tmp / "seed-store")
+    server = BlobServer(seed, seed_store, reveal_after_s=3600)
+    await nursery.start(seed.run)
+    (a, _), (b, _) = [await start(ca, tmp, nursery, n + 1 + i) for i in range(2)]
+    introduce([seed, a, b])
+    await wait_until(lambda: len(a.peers()) == len(b.peers()) == 2, "peers")
+    src = tmp / "seeded.bin"
+    src.write_bytes(os.urandom(chunks * CHUNK))
+    info = seed_store.add_file(src, CHUNK)
+    server.superseed(info)
+    return server, seed_store, seed, a, b, info
+
+
+def to_peer(target: SwarmNode) -> Callable[[SwarmNode], PeerView]:
+    """node -> its peer entry for ``target``."""
+    return lambda node: next(p for p in node.peers() if p.uuid == target.identity.uuid)
 
 
 @pytest.fixture
@@ -234,24 +262,11 @@ async def test_a_held_have_long_poll_learns_at_once_when_the_seed_gave_out_its_l
     long-poll on its bitmap hears so when the last chunk leaves, not after the poll's
     20 s (or the 1 h reveal window)."""
     from vigo_swarm.blobstore import decode_bitmap
-    from vigo_swarm.transfer import BlobServer, board_for
+    from vigo_swarm.transfer import board_for
 
-    ca = FleetCA.load_or_create(tmp_path / "ca")
-    seed = loopback_node(make_envoy(ca, tmp_path, "seed"), 55, None)
-    seed_store = BlobStore(tmp_path / "seed-store")
-    server = BlobServer(seed, seed_store, reveal_after_s=3600)
-    await nursery.start(seed.run)
-    (a, _), (b, _) = [await start(ca, tmp_path, nursery, 56 + i) for i in range(2)]
-    introduce([seed, a, b])
-    await wait_until(lambda: len(a.peers()) == len(b.peers()) == 2, "peers")
-    src = tmp_path / "three.bin"
-    src.write_bytes(os.urandom(3 * CHUNK))
-    info = seed_store.add_file(src, CHUNK)
-    server.superseed(info)
+    server, seed_store, seed, a, b, info = await super_seed_and_two(tmp_path, nursery, 55, 3)
     base = f"/swarm/v1/blobs/{info.sha256}"
-
-    def to_seed(node: SwarmNode) -> object:
-        return next(p for p in node.peers() if p.uuid == seed.identity.uuid)
+    to_seed = to_peer(seed)
 
     async with await a.dial(to_seed(a)) as conn_a, await b.dial(to_seed(b)) as conn_b:
         for index in (0, 1):
@@ -373,3 +388,149 @@ def test_a_fetch_opens_two_connections_to_a_few_sources_and_one_to_each_of_many(
         TransferConfig(connections_per_peer=0)
     with pytest.raises(ValueError, match="connections_total"):
         TransferConfig(connections_per_peer=3, connections_total=2)
+
+
+async def test_a_chunk_answer_carries_the_bitmap_when_it_changed_since_the_askers_version(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    """A busy connection learns the peer's new chunks from the chunk answers themselves
+    (``x-vigo-have-after`` -> ``x-vigo-have-version`` and, if it changed, ``x-vigo-have``):
+    no bitmap request of its own."""
+    import base64
+
+    from vigo_swarm.blobstore import decode_bitmap
+    from vigo_swarm.transfer import board_for
+
+    (_, holder_store), (asker, _) = await two_peers(tmp_path, nursery, 90)
+    path, info = source
+    data = path.read_bytes()
+    partial = holder_store.begin(info)
+    for i in (0, 1):
+        partial.write_chunk(i, data[i * CHUNK : (i + 1) * CHUNK])
+    base = f"/swarm/v1/blobs/{info.sha256}"
+    async with await asker.dial(asker.peers()[0]) as conn:
+        first = await conn.request("GET", base + "/have")
+        seen = first.headers["x-vigo-have-version"]
+        plain = await conn.request("GET", base + "/chunks/0")  # did not ask: told nothing
+        assert plain.status == 200 and "x-vigo-have-version" not in plain.headers
+        same = await conn.request("GET", base + "/chunks/0", headers={"x-vigo-have-after": seen})
+        assert same.headers["x-vigo-have-version"] == seen and "x-vigo-have" not in same.headers
+        partial.write_chunk(5, data[5 * CHUNK : 6 * CHUNK])
+        board_for(holder_store).bump(info.sha256)
+        moved = await conn.request("GET", base + "/chunks/1", headers={"x-vigo-have-after": seen})
+        assert moved.status == 200 and moved.headers["x-vigo-have-version"] != seen
+        bitmap = base64.b64decode(moved.headers["x-vigo-have"])
+        assert decode_bitmap(bitmap, info.num_chunks) == {0, 1, 5}
+        bad = await conn.request("GET", base + "/chunks/1", headers={"x-vigo-have-after": "v" * 65})
+        assert bad.status == 400 and bad.error_code == "bad_after"
+
+
+async def test_super_seeding_shows_each_asker_its_own_view_on_chunk_answers_and_refusals(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    import base64
+
+    from vigo_swarm.blobstore import decode_bitmap
+
+    _, _, seed, a, b, info = await super_seed_and_two(tmp_path, nursery, 91, 4)
+    base = f"/swarm/v1/blobs/{info.sha256}"
+    to_seed = to_peer(seed)
+
+    def shown(resp) -> set[int]:  # type: ignore[no-untyped-def]
+        return decode_bitmap(base64.b64decode(resp.headers["x-vigo-have"]), 4)
+
+    after = {"x-vigo-have-after": "-"}
+    async with await a.dial(to_seed(a)) as conn_a, await b.dial(to_seed(b)) as conn_b:
+        got_a = await conn_a.request("GET", f"{base}/chunks/0", headers=after)
+        assert got_a.status == 200 and shown(got_a) == {0, 1, 2, 3}
+        got_b = await conn_b.request("GET", f"{base}/chunks/1", headers=after)
+        assert got_b.status == 200 and shown(got_b) == {1, 2, 3}  # 0 went to a
+        refused = await conn_b.request("GET", f"{base}/chunks/0", headers=after)
+        assert refused.status == 409 and refused.error_code == "not_offered"
+        assert shown(refused) == {1, 2, 3}
+
+
+def quiet_peer_routes(
+    node: SwarmNode, full: BlobStore, info: BlobInfo, have_header: Callable[[], str]
+) -> None:
+    """A test peer holding the whole blob whose ``/have`` only ever shows chunk 0 (and
+    holds a long-poll until it times out), while every chunk answer carries
+    ``have_header()`` as its ``x-vigo-have``."""
+    from vigo_swarm import http11
+    from vigo_swarm.blobstore import encode_bitmap
+
+    async def have(request: http11.Request) -> http11.Response:
+        if "after" in request.query:
+            await trio.sleep(float(request.query.get("wait", "0")))
+        bitmap = encode_bitmap([0], info.num_chunks)
+        return http11.Response(
+            body=bitmap, content_type="x", headers=[("x-vigo-have-version", "q.1")]
+        )
+
+    async def chunk(request: http11.Request) -> http11.Response:
+        data = full.read_chunk(info.sha256, int(request.params["index"]))
+        headers = [("x-vigo-have-version", "q.2"), ("x-vigo-have", have_header())]
+        return http11.Response(body=data, content_type="x", headers=headers)
+
+    base = "/swarm/v1/blobs/{sha}"
+    node.router.add("GET", base + "/have", have, max_body=0)
+    node.router.add("GET", base + "/chunks/{index}", chunk, max_body=0)
+
+
+async def test_a_fetch_learns_a_busy_peers_chunks_from_its_chunk_answers(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    """The only source's bitmap requests only ever show chunk 0; the rest of the blob is
+    advertised only on its chunk answers, and the fetch completes from it."""
+    import base64
+
+    from vigo_swarm.blobstore import encode_bitmap
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    path, info = source
+    full = BlobStore(tmp_path / "quiet-store")
+    full.add_file(path, CHUNK)
+    quiet = loopback_node(make_envoy(ca, tmp_path, "quiet"), 94, None)
+    everything = base64.b64encode(encode_bitmap(range(info.num_chunks), info.num_chunks)).decode()
+    quiet_peer_routes(quiet, full, info, lambda: everything)
+    await nursery.start(quiet.run)
+    me, my_store = await start(ca, tmp_path, nursery, 95)
+    introduce([quiet, me])
+    await wait_until(lambda: len(me.peers()) == 1, "peers")
+    fetcher = Fetcher(me, my_store, info, TransferConfig(have_stale_s=3600))
+    with trio.fail_after(60):
+        done = await fetcher.fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert fetcher.progress.sources == {str(quiet.identity.uuid): info.num_chunks}
+
+
+@pytest.mark.parametrize("header", ["!!not base64!!", "AAAA"], ids=["not-base64", "wrong-length"])
+async def test_a_peer_with_a_bad_bitmap_on_its_chunk_answers_is_dropped_and_the_fetch_completes(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo], header: str
+) -> None:
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    path, info = source
+    full = BlobStore(tmp_path / "bad-store")
+    full.add_file(path, CHUNK)
+    liar = loopback_node(make_envoy(ca, tmp_path, "liar"), 96, None)
+    quiet_peer_routes(liar, full, info, lambda: header)
+    await nursery.start(liar.run)
+    good, good_store = await start(ca, tmp_path, nursery, 97)
+    me, my_store = await start(ca, tmp_path, nursery, 98)
+    introduce([liar, good, me])
+    await wait_until(lambda: len(me.peers()) == 2, "peers")
+    good_store.add_file(path, CHUNK)
+    fetcher = Fetcher(me, my_store, info)
+    with trio.fail_after(60):
+        done = await fetcher.fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert fetcher.progress.sources.get(str(liar.identity.uuid), 0) == 0
+
+
+def test_clear_bits_clears_exactly_the_given_bits() -> None:
+    from vigo_swarm.blobstore import decode_bitmap, encode_bitmap
+    from vigo_swarm.transfer import clear_bits
+
+    full = encode_bitmap(range(11), 11)
+    assert decode_bitmap(clear_bits(full, [0, 7, 10]), 11) == set(range(11)) - {0, 7, 10}
+    assert clear_bits(full, []) is full
