@@ -38,11 +38,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from vigo_swarm.blobstore import BlobInfo, describe_file, is_sha256
+from vigo_swarm.blobstore import INFO_SUFFIX, BlobInfo, describe_file, is_sha256
 from vigo_swarm.durable import NOFOLLOW, fsync_dir, write_new
 
 UPLOAD_PREFIX = ".upload-"
-INFO_SUFFIX = ".info.json"
 BLOB_MODE = 0o444
 DIR_MODE = 0o755
 _INFO_CACHE_ENTRIES = 256

@@ -131,6 +131,28 @@ class StoreFull(StoreError):
         self.doing = doing
 
 
+INFO_SUFFIX = ".info.json"  # a seed file's chunk list beside it (the server lite writes one)
+MAX_INFO_BYTES = 64 << 20
+
+
+def read_info_beside(path: str | os.PathLike[str]) -> BlobInfo | None:
+    """The BlobInfo JSON written beside a file (``<path>.info.json``), or None if there
+    is none, or it is too large or malformed. Blocking. Whoever uses it still checks it
+    against what it trusts (a signed record) and every chunk against its hash."""
+    try:
+        fd = os.open(os.fspath(path) + INFO_SUFFIX, os.O_RDONLY | _NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(MAX_INFO_BYTES + 1)
+    if len(raw) > MAX_INFO_BYTES:
+        return None
+    try:
+        return BlobInfo.from_json(raw)
+    except BlobError:
+        return None
+
+
 class Partial:
     """A blob being fetched; get it from ``BlobStore.begin``. Thread-safe."""
 
@@ -175,6 +197,15 @@ class Partial:
                 self._have[index >> 3] = byte
             self._hash_along(index, data)
         return True
+
+    def copy_chunk_from(self, fd: int, index: int) -> bool:
+        """``write_chunk`` of chunk ``index`` read from ``fd``, a file holding the whole
+        blob (a seed file); True if it was new. ChunkMismatch if the file's bytes there
+        are not the chunk."""
+        size = self.info.chunk_size(index)
+        with _io(f"reading chunk {index} of blob {self.info.sha256[:12]} from its seed file"):
+            data = os.pread(fd, size, index * self.info.chunk_bytes)
+        return self.write_chunk(index, data)
 
     def _hash_along(self, index: int, data: bytes | memoryview) -> None:
         """Carry the whole-blob hash over the chunks now held in order from the start.

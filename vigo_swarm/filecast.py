@@ -30,7 +30,8 @@ import trio
 
 from . import diskfull
 from .blobinfo import info_from_peers
-from .blobstore import BlobError, BlobInfo, BlobStore, StoreFull
+from .blobstore import BlobError, BlobInfo, BlobStore, StoreFull, read_info_beside
+from .durable import NOFOLLOW
 from .gossip import ManifestGossip
 from .manifest import Record, RetentionKind
 from .materialize import MaterializeError, is_blob_link, materialize, unmaterialize
@@ -315,6 +316,15 @@ class FilecastService:
         for path in candidates:
             seed = path.parent
             if path.is_file():
+                described = await trio.to_thread.run_sync(read_info_beside, path)
+                if described is not None and matches_record(described, rec) is None:
+                    try:
+                        await self._seed_in_place(path, described)
+                    except BlobError as exc:  # verified chunks stay in the partial blob
+                        self.blob_server.forget(rec.blob)
+                        log.warning("filecast: seed file %s refused: %s", path, exc)
+                        continue
+                    return True
                 try:
                     info = await trio.to_thread.run_sync(self.store.add_file, path, rec.chunk_bytes)
                 except BlobError as exc:
@@ -329,6 +339,24 @@ class FilecastService:
                 log.info("filecast: seeding %s from %s", rec.blob[:12], seed)
                 return True
         return False
+
+    async def _seed_in_place(self, path: Path, info: BlobInfo) -> None:
+        """Seed a file whose chunk list lies beside it (the server lite's seed directory):
+        copy it into a partial blob chunk by chunk, each verified on the way in, and
+        serve every chunk from the moment it is in, so receivers start while the copy
+        goes on. Raises BlobError (ChunkMismatch: the file is not the blob it claims)."""
+        partial = await trio.to_thread.run_sync(self.store.begin, info)
+        self.blob_server.superseed(info)  # we originate it: each chunk out once
+        log.info("filecast: seeding %s from %s", info.sha256[:12], path.parent)
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | NOFOLLOW)
+        try:
+            for index in partial.missing():
+                if await trio.to_thread.run_sync(partial.copy_chunk_from, fd, index):
+                    self.blob_server.board.bump(info.sha256)  # receivers may ask for it
+        finally:
+            os.close(fd)
+        await trio.to_thread.run_sync(partial.complete)
+        self.blob_server.board.bump(info.sha256)
 
     async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
         """The chunk list from the first peer whose list fits the signed record; a peer

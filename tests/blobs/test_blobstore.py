@@ -458,3 +458,44 @@ def test_invalid_hashes_never_touch_the_filesystem(
             with pytest.raises(InvalidHash, match="64 lowercase hex"):
                 call()
     assert seen == []
+
+
+def test_a_chunk_list_beside_a_file_is_read_only_when_whole_and_well_formed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vigo_swarm.blobstore import describe_file, read_info_beside
+
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(3 * CHUNK))
+    info = describe_file(src, CHUNK)
+    beside = tmp_path / "blob.info.json"
+    assert read_info_beside(src) is None  # none there
+    beside.write_bytes(info.to_json())
+    assert read_info_beside(src) == info
+    for bad in (b"", b"{not json", b'{"sha256": "x"}', b"[]"):
+        beside.write_bytes(bad)
+        assert read_info_beside(src) is None, bad
+    beside.write_bytes(info.to_json())
+    monkeypatch.setattr(blobstore, "MAX_INFO_BYTES", 100)  # too large: not read
+    assert read_info_beside(src) is None
+
+
+def test_copy_chunk_from_verifies_what_it_reads_from_the_file(tmp_path: Path) -> None:
+    from vigo_swarm.blobstore import BlobStore, ChunkMismatch, describe_file
+
+    src = tmp_path / "blob"
+    data = bytearray(os.urandom(3 * CHUNK + 7))
+    src.write_bytes(data)
+    info = describe_file(src, CHUNK)
+    data[CHUNK + 1] ^= 1
+    src.write_bytes(data)  # chunk 1 is not the one described any more
+    partial = BlobStore(tmp_path / "store").begin(info)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        assert partial.copy_chunk_from(fd, 0) and partial.copy_chunk_from(fd, 3)
+        assert not partial.copy_chunk_from(fd, 0)  # held already
+        with pytest.raises(ChunkMismatch, match="chunk 1"):
+            partial.copy_chunk_from(fd, 1)
+    finally:
+        os.close(fd)
+    assert partial.missing() == [1, 2]

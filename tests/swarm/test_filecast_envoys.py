@@ -85,8 +85,10 @@ def info_of(letter: str, *, fill: int = 0, extra: int = 0) -> BlobInfo:
     return BlobInfo(letter * 64, CHUNK + 10 + extra, CHUNK, (bytes([fill]) * 32, b"\1" * 32))
 
 
-def seeded(tmp: Path, size: int) -> tuple[Path, bytes, BlobInfo]:
-    """A seed dir holding ``size`` random bytes under their hash: (dir, bytes, info)."""
+def seeded(tmp: Path, size: int, info_beside: bytes | None = None) -> tuple[Path, bytes, BlobInfo]:
+    """A seed dir holding ``size`` random bytes under their hash: (dir, bytes, info).
+    ``info_beside``: also write these bytes as ``<hash>.info.json`` (b"" for the real
+    chunk list, as the server lite's seed directory has it)."""
     seed_dir = tmp / "seed"
     seed_dir.mkdir()
     content = os.urandom(size)
@@ -94,6 +96,9 @@ def seeded(tmp: Path, size: int) -> tuple[Path, bytes, BlobInfo]:
     src.write_bytes(content)
     info = describe_file(src, CHUNK)
     (seed_dir / info.sha256).write_bytes(content)
+    if info_beside is not None:
+        beside = seed_dir / (info.sha256 + ".info.json")
+        beside.write_bytes(info_beside or info.to_json())
     return seed_dir, content, info
 
 
@@ -248,3 +253,101 @@ async def test_a_fetch_begun_from_a_stale_plan_does_not_unsettle_a_materialized_
         await receiver.reconcile(inner)
     assert receiver.blobs[info.sha256].state == "materialized"
     assert (receiver.files_root / "etc" / "motd").resolve().read_bytes() == content
+
+
+async def seeder_with_info_beside(
+    tmp: Path, nursery: trio.Nursery, n: int, info_beside: bytes = b""
+) -> tuple[FilecastService, FilecastService, bytes, BlobInfo]:
+    """``seeder_and_receiver`` with a 9-chunk blob whose chunk list lies beside it."""
+    ca = FleetCA.load_or_create(tmp / "ca")
+    mport = 40000 + uuid.uuid4().int % 20000
+    seed_dir, content, info = seeded(tmp, 8 * CHUNK + 3, info_beside)
+    seeder = await start(ca, tmp, nursery, n, mport, seed_dir)
+    receiver = await start(ca, tmp, nursery, n + 1, mport)
+    await wait_until(lambda: len(receiver.node.peers()) == 1, "discovery")
+    return seeder, receiver, content, info
+
+
+@pytest.mark.integration
+async def test_a_seed_file_with_its_chunk_list_beside_it_is_served_while_it_is_copied(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seeder does not copy the whole file before it serves: with its copy held at
+    chunk 3, the receiver already has chunks 0..2 from it."""
+    import threading
+
+    from vigo_swarm.blobstore import Partial
+
+    seeder, receiver, content, info = await seeder_with_info_beside(tmp_path, nursery, 120)
+    reached, go_on = threading.Event(), threading.Event()
+    copy = Partial.copy_chunk_from
+
+    def held_at_3(self: Partial, fd: int, index: int) -> bool:
+        if index == 3:
+            reached.set()
+            go_on.wait(timeout=60)
+        return copy(self, fd, index)
+
+    monkeypatch.setattr(Partial, "copy_chunk_from", held_at_3)
+    await seeder.gossip.merge([record_for(info, "etc/motd")], "server")
+
+    def has_three() -> bool:
+        state = receiver.blobs.get(info.sha256)
+        return (
+            reached.is_set()
+            and bool(state and state.progress)
+            and (
+                state.progress.have_chunks >= 3  # type: ignore[union-attr]
+            )
+        )
+
+    try:
+        await wait_until(has_three, "chunks 0..2 at the receiver while the copy waits")
+        assert seeder.store.blob_path(info.sha256) is None  # still copying
+    finally:
+        go_on.set()
+    link = receiver.files_root / "etc" / "motd"
+    await wait_until(lambda: link.is_symlink() and link.exists(), "the file at the receiver")
+    assert link.resolve().read_bytes() == content
+    assert seeder.store.blob_path(info.sha256) is not None
+
+
+@pytest.mark.integration
+async def test_a_seed_file_that_is_not_the_blob_its_chunk_list_describes_is_refused(
+    tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chunk 2 of the seed file changed after its chunk list was written: the copy stops
+    there with a warning; chunks 0 and 1 (verified) are kept, nothing is complete or
+    materialized anywhere."""
+    from vigo_swarm.blobstore import decode_bitmap
+
+    seeder, receiver, _, info = await seeder_with_info_beside(tmp_path, nursery, 122)
+    seed_file = seeder.seed_dirs[0] / info.sha256
+    data = bytearray(seed_file.read_bytes())
+    data[2 * CHUNK + 5] ^= 0xFF
+    seed_file.write_bytes(bytes(data))
+    await seeder.gossip.merge([record_for(info, "etc/motd")], "server")
+    await wait_until(
+        lambda: any(
+            "refused" in r.getMessage() and "chunk 2" in r.getMessage() for r in caplog.records
+        ),
+        "the refusal in the log",
+    )
+    assert seeder.store.blob_path(info.sha256) is None
+    held = seeder.store.have(info.sha256)
+    assert held is not None and decode_bitmap(held, info.num_chunks) == {0, 1}
+    assert not (receiver.files_root / "etc" / "motd").exists()
+    assert receiver.store.blob_path(info.sha256) is None
+
+
+@pytest.mark.integration
+async def test_a_malformed_chunk_list_beside_a_seed_file_is_ignored_and_the_file_hashed(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    seeder, receiver, content, info = await seeder_with_info_beside(
+        tmp_path, nursery, 124, info_beside=b"{not json"
+    )
+    await seeder.gossip.merge([record_for(info, "etc/motd")], "server")
+    link = receiver.files_root / "etc" / "motd"
+    await wait_until(lambda: link.is_symlink() and link.exists(), "the file at the receiver")
+    assert link.resolve().read_bytes() == content
