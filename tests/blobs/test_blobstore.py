@@ -269,7 +269,11 @@ def pwrite_then_die(path, payload, offset, **kw):
         armed.append(True)
 
 blobstore._pwrite = pwrite_then_die
-partial = BlobStore(root).begin(info)
+store = BlobStore(root)
+# every data write through _pwrite: a direct write (taken when the chunk's bytes happen
+# to sit page-aligned in memory) would never arm the kill
+store.direct_io = False
+partial = store.begin(info)
 for i in range(info.num_chunks):
     partial.write_chunk(i, data[i * info.chunk_bytes : (i + 1) * info.chunk_bytes])
 """
