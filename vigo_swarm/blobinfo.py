@@ -8,6 +8,7 @@ is used; a peer that offers a different chunk list is skipped and reported.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 
 import trio
@@ -29,6 +30,7 @@ async def info_from_peers(
     *,
     wait_s: float = 0.0,
     base: str = BLOBS,
+    keep: dict[uuid.UUID, http11.HTTPSConnection] | None = None,
 ) -> BlobInfo | None:
     """Ask every peer at once; the first BlobInfo for ``sha256`` that ``problem`` finds
     nothing wrong with wins (the other questions are cancelled), else None.
@@ -37,14 +39,28 @@ async def info_from_peers(
     long-poll, ``?wait=``), so a fetch starts as soon as any peer can serve. ``base``
     is the subsystem's blob route prefix. ``on_mismatch(peer, problem)`` hears of each
     chunk list refused.
+
+    ``keep``: the connections whose answer came whole are left open in it, one per peer,
+    for the fetch that follows (it then dials none of those peers again); the caller
+    closes what it does not use. The peers are then first all asked without waiting,
+    so that every connection ends at an answer, and only if none holds the blob yet
+    again with ``wait_s`` (those long-polls, cancelled once one answers, are closed).
     """
     found: list[BlobInfo] = []
-    path = f"{base}{sha256}/info" + (f"?wait={wait_s:g}" if wait_s > 0 else "")
+    peers = list(peers)
 
-    async def ask(peer: PeerView, done: trio.CancelScope) -> None:
+    async def ask(peer: PeerView, wait: float, first: trio.CancelScope | None) -> None:
+        path = f"{base}{sha256}/info" + (f"?wait={wait:g}" if wait > 0 else "")
+        conn = keep.pop(peer.uuid, None) if keep is not None else None
         try:
-            async with await node.dial(peer) as conn:
-                resp = await conn.request("GET", path, timeout_s=wait_s + 15)
+            conn = conn or await node.dial(peer)
+            try:
+                resp = await conn.request("GET", path, timeout_s=wait + 15)
+            finally:
+                if keep is not None and conn.reusable:
+                    keep[peer.uuid] = conn
+                else:
+                    await conn.aclose()
         except http11.ClientError:
             return
         if resp.status != 200:
@@ -58,9 +74,18 @@ async def info_from_peers(
             on_mismatch(peer, why)
             return
         found.append(info)
-        done.cancel()
+        if first is not None:
+            first.cancel()
 
-    async with trio.open_nursery() as nursery:
-        for peer in peers:
-            nursery.start_soon(ask, peer, nursery.cancel_scope)
+    async def everyone(wait: float, stop_at_first: bool) -> None:
+        async with trio.open_nursery() as nursery:
+            first = nursery.cancel_scope if stop_at_first else None
+            for peer in peers:
+                nursery.start_soon(ask, peer, wait, first)
+
+    if keep is not None and wait_s > 0:
+        await everyone(0.0, stop_at_first=False)
+        if found:
+            return found[0]
+    await everyone(wait_s, stop_at_first=True)
     return found[0] if found else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import trio
 
-from . import diskfull
+from . import diskfull, http11
 from .blobinfo import info_from_peers
 from .blobstore import BlobError, BlobInfo, BlobStore, StoreFull, read_info_beside
 from .durable import NOFOLLOW
@@ -264,12 +265,15 @@ class FilecastService:
                     break  # held already (a plan made before the last fetch ended)
                 if await self._from_seed_dir(rec):
                     break
-                info = await self._info_from_peers(rec)
+                ready: dict[uuid.UUID, http11.HTTPSConnection] = {}
+                info = await self._info_from_peers(rec, ready)
                 if info is None:
+                    for conn in ready.values():
+                        await conn.aclose()
                     state.error = "no source holds this blob yet"
                     await trio.sleep(self.rescan_s)
                     continue
-                fetcher = Fetcher(self.node, self.store, info, self.transfer)
+                fetcher = Fetcher(self.node, self.store, info, self.transfer, ready=ready)
                 state.state, state.error, state.progress = "partial", "", fetcher.progress
                 full: StoreFull | None = None
                 started = trio.current_time()
@@ -358,9 +362,12 @@ class FilecastService:
         await trio.to_thread.run_sync(partial.complete)
         self.blob_server.board.bump(info.sha256)
 
-    async def _info_from_peers(self, rec: Record) -> BlobInfo | None:
+    async def _info_from_peers(
+        self, rec: Record, ready: dict[uuid.UUID, http11.HTTPSConnection]
+    ) -> BlobInfo | None:
         """The chunk list from the first peer whose list fits the signed record; a peer
-        without the blob holds the question until it has it (blobinfo.py)."""
+        without the blob holds the question until it has it (blobinfo.py). The
+        connections that ended at an answer are left in ``ready`` for the fetch."""
 
         def mismatch(peer: PeerView, why: str) -> None:
             log.warning(
@@ -377,4 +384,5 @@ class FilecastService:
             lambda info: matches_record(info, rec),
             mismatch,
             wait_s=self.transfer.have_wait_s,
+            keep=ready,
         )

@@ -336,8 +336,12 @@ class Fetcher:
         config: TransferConfig | None = None,
         *,
         peers: Callable[[], list[PeerView]] | None = None,
+        ready: dict[uuid.UUID, http11.HTTPSConnection] | None = None,
     ) -> None:
+        """``ready``: open connections to peers (``info_from_peers(keep=...)``), used
+        before dialing those peers; the fetch closes what it does not use."""
         self.node = node
+        self._ready = ready if ready is not None else {}
         self.store = store
         self.info = info
         self.config = config or TransferConfig()
@@ -362,6 +366,13 @@ class Fetcher:
 
     async def fetch(self) -> Path:
         """Fetch until complete; returns the complete blob's path. Raises StoreFull."""
+        try:
+            return await self._fetch()
+        finally:
+            while self._ready:  # connections handed in and not used
+                await self._ready.popitem()[1].aclose()
+
+    async def _fetch(self) -> Path:
         partial = await trio.to_thread.run_sync(self.store.begin, self.info)
         missing = set(partial.missing())
         have = set(range(self.info.num_chunks)) - missing
@@ -450,7 +461,8 @@ class Fetcher:
         size = min(self.info.chunk_bytes, self.info.size_bytes)
         buffers: list[memoryview] = []  # page-aligned: the store can write them direct
         turn = 0
-        async with await self.node.dial(peer) as conn, trio.open_nursery() as nursery:
+        conn = self._ready.pop(peer.uuid, None) or await self.node.dial(peer)
+        async with conn, trio.open_nursery() as nursery:
             await self._ask_have(conn, peer, sched, advert, wait_s=0)
             while not sched.done():
                 now = trio.current_time()

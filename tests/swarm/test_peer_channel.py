@@ -306,3 +306,42 @@ async def test_an_inbound_probe_lets_the_dialled_side_confirm_back(
     await wait_until(lambda: [p.uuid for p in nb.peers()] == [a.uuid], "B confirms A")
     (view,) = nb.peers()
     assert view.sources == ("inbound",) and view.address == "127.0.0.40"
+
+
+async def test_a_connection_is_reusable_only_after_a_whole_answer_without_close(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    from fleet_helpers import loopback_node, make_envoy
+
+    from vigo_server_lite.ca import FleetCA
+    from vigo_swarm import ServerHint, http11
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    a, b = (loopback_node(make_envoy(ca, tmp_path, f"r{i}"), 110 + i, None) for i in range(2))
+
+    async def slow(request: http11.Request) -> http11.Response:
+        await trio.sleep(30)
+        return http11.Response()
+
+    async def closing(request: http11.Request) -> http11.Response:
+        return http11.Response(headers=[("connection", "close")])
+
+    a.router.add("GET", "/slow", slow, max_body=0)
+    a.router.add("GET", "/closing", closing, max_body=0)
+    for node in (a, b):
+        await nursery.start(node.run)
+    b.add_server_hints([ServerHint(a.identity.uuid, "a", (a.config.listen_address,), a.port)])
+    with trio.fail_after(20):
+        while not b.peers():
+            await trio.sleep(0.02)
+    peer = b.peers()[0]
+    async with await b.dial(peer) as conn:
+        assert conn.reusable  # nothing asked yet
+        assert (await conn.request("GET", "/swarm/v1/identity")).status == 200
+        assert conn.reusable
+        with trio.move_on_after(0.2):
+            await conn.request("GET", "/slow")
+        assert not conn.reusable  # its answer may still come: another request would misread it
+    async with await b.dial(peer) as conn:
+        await conn.request("GET", "/closing")
+        assert not conn.reusable

@@ -534,3 +534,43 @@ def test_clear_bits_clears_exactly_the_given_bits() -> None:
     full = encode_bitmap(range(11), 11)
     assert decode_bitmap(clear_bits(full, [0, 7, 10]), 11) == set(range(11)) - {0, 7, 10}
     assert clear_bits(full, []) is full
+
+
+async def test_the_connections_that_fetched_the_chunk_list_carry_the_fetch(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    """``info_from_peers(keep=...)`` leaves each answered connection open and the fetch
+    takes them: no peer is dialed again. A connection cut off mid-request (here: by a
+    cancelled long-poll) is never kept."""
+    from vigo_swarm.blobinfo import info_from_peers
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    path, info = source
+    (h1, s1), (h2, s2), (me, my_store) = [
+        await start(ca, tmp_path, nursery, 100 + i) for i in range(3)
+    ]
+    introduce([h1, h2, me])
+    await wait_until(lambda: len(me.peers()) == 2, "peers")
+    for store in (s1, s2):
+        store.add_file(path, CHUNK)
+
+    def dials() -> int:
+        return sum(n.server.stats.connections for n in (h1, h2) if n.server is not None)
+
+    ready: dict = {}  # type: ignore[type-arg]
+    found = await info_from_peers(
+        me, me.peers(), info.sha256, lambda i: None, print, wait_s=5, keep=ready
+    )
+    assert found == info and set(ready) == {h1.identity.uuid, h2.identity.uuid}
+    assert all(conn.reusable for conn in ready.values())
+    before = dials()
+    fetcher = Fetcher(me, my_store, info, TransferConfig(connections_per_peer=1), ready=ready)
+    done = await fetcher.fetch()
+    assert done.read_bytes() == path.read_bytes()
+    assert dials() == before and ready == {}
+
+    other = "ab" * 32  # nobody holds it: the long-polls are cancelled by the deadline
+    kept: dict = {}  # type: ignore[type-arg]
+    with trio.move_on_after(0.5):
+        await info_from_peers(me, me.peers(), other, lambda i: None, print, wait_s=5, keep=kept)
+    assert kept == {}

@@ -91,7 +91,14 @@ class HTTPSConnection:
         self._stream = stream
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._closing = False  # the last answer said "connection: close"
+        self._between = True  # no request begun, or the last one's answer read whole
         self.peer = peer
+
+    @property
+    def reusable(self) -> bool:
+        """Another request may follow: the last answer was read whole (no request was
+        cut off by an error or a cancellation) and did not say "connection: close"."""
+        return self._between and not self._closing
 
     async def request(
         self,
@@ -109,6 +116,7 @@ class HTTPSConnection:
         chunk then costs no allocation and no copy beyond decryption."""
         hdrs = [("host", "vigo"), ("content-length", str(len(body)))]
         hdrs += list((headers or {}).items())
+        self._between = False
         try:
             with trio.fail_after(timeout_s):
                 if self._closing:
@@ -141,6 +149,7 @@ class HTTPSConnection:
         except (h11.ProtocolError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             raise ClientError(f"{method} {path}: {exc or type(exc).__name__}") from exc
         resp_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+        self._between = True
         return ClientResponse(event.status_code, resp_headers, data, view)
 
     async def _read_exact_body(
