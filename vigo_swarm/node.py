@@ -107,6 +107,7 @@ class SwarmNode:
         self._server_ctx = pki.server_context(
             identity.cert_file, identity.key_file, identity.ca_file
         )
+        self.tls_sessions = http11.TLSSessions()  # resumed by every dial to a peer
         self._wake = trio.Event()
         self._discovery: MulticastDiscovery[Announcement] | None = None
         self.server: http11.HTTPSServer | None = None
@@ -199,6 +200,7 @@ class SwarmNode:
             expect_uuid=peer.uuid,
             timeout_s=self.config.probe_timeout_s,
             local_address=self.config.listen_address or None,
+            sessions=self.tls_sessions,
         )
         if conn.peer.serial in self.revoked_serials:
             await conn.aclose()
@@ -218,6 +220,7 @@ class SwarmNode:
                     expect_uuid=probe.uuid,
                     timeout_s=self.config.probe_timeout_s,
                     local_address=self.config.listen_address or None,
+                    sessions=self.tls_sessions,
                 ) as conn:
                     if conn.peer.serial in self.revoked_serials:
                         raise http11.ClientError("its certificate is revoked")

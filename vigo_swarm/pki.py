@@ -95,6 +95,15 @@ def identity_from_peercert(cert: dict[str, Any]) -> PeerIdentity:
     return _identity(uris, dns, serial, not_after)
 
 
+def check_not_expired(peer: PeerIdentity, now: dt.datetime | None = None) -> None:
+    """IdentityError if the peer's certificate has expired. OpenSSL checks this in a full
+    handshake; a resumed session (http11.TLSSessions) skips that check, so both ends of
+    the peer channel make it themselves."""
+    now = now or dt.datetime.now(dt.UTC)
+    if peer.not_after <= now:
+        raise IdentityError(f"certificate expired at {peer.not_after:%Y-%m-%d %H:%M:%S} UTC")
+
+
 def _identity(uris: list[str], dns: list[str], serial: int, not_after: dt.datetime) -> PeerIdentity:
     envoy_uris = [u for u in uris if u.startswith(ENVOY_URI_PREFIX)]
     is_server = SERVER_URI in uris

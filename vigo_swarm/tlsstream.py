@@ -42,7 +42,9 @@ class TLSStream(trio.abc.AsyncResource):
         *,
         server_side: bool,
         server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
     ) -> None:
+        """``session``: a client's earlier session with this server, to resume."""
         self.transport_stream = transport_stream
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -51,6 +53,7 @@ class TLSStream(trio.abc.AsyncResource):
             self._outgoing,
             server_side=server_side,
             server_hostname=server_hostname,
+            session=session,
         )
         self._peer_closed = False
         self._rbuf = bytearray(TRANSPORT_READ_BYTES)  # grown on the first bulk read
@@ -151,6 +154,15 @@ class TLSStream(trio.abc.AsyncResource):
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         return self._tls.getpeercert(binary_form)
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session, with the tickets the server sent so far (a client's)."""
+        return self._tls.session
+
+    @property
+    def session_reused(self) -> bool:
+        return self._tls.session_reused
 
     async def aclose(self) -> None:
         """Send close_notify (best effort, briefly), then close the socket."""

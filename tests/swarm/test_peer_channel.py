@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+from cryptography import x509
 from fleet_helpers import make_envoy
 
 from vigo_server_lite.ca import FleetCA
@@ -345,3 +347,78 @@ async def test_a_connection_is_reusable_only_after_a_whole_answer_without_close(
     async with await b.dial(peer) as conn:
         await conn.request("GET", "/closing")
         assert not conn.reusable
+
+
+async def test_a_second_dial_resumes_the_tls_session_and_the_peer_is_still_proven(
+    node_a: SwarmNode, ca: FleetCA, tmp_path: Path
+) -> None:
+    b = make_envoy(ca, tmp_path, "b")
+    ctx = pki.client_context(b.paths.ca, cert_file=b.paths.cert, key_file=b.paths.key)
+    sessions = http11.TLSSessions()
+    a_uuid = node_a.identity.uuid
+    a_identity = pki.identity_from_cert(
+        x509.load_pem_x509_certificate(node_a.identity.cert_file.read_bytes())
+    )
+    for dial in range(3):
+        async with await http11.connect(
+            "127.0.0.2", node_a.port, ctx, expect_uuid=a_uuid, sessions=sessions
+        ) as conn:
+            resp = await conn.request("GET", "/swarm/v1/identity")
+            assert resp.status == 200 and resp.json()["you"] == str(b.uuid)  # b, proven
+            assert conn.peer == a_identity
+        assert sessions.resumed == dial  # the first handshake is a full one
+    # another envoy at that address and port is not the one the session proved
+    with pytest.raises(http11.PeerIdentityMismatch):
+        await http11.connect("127.0.0.2", node_a.port, ctx, expect_uuid=b.uuid, sessions=sessions)
+
+
+async def test_a_resumed_session_with_a_certificate_expired_since_is_refused(
+    node_a: SwarmNode, ca: FleetCA, tmp_path: Path
+) -> None:
+    """OpenSSL checks a certificate's expiry in a full handshake only; the peer channel
+    checks it on every connection, so a session proven before the expiry does not
+    outlive it."""
+    now = dt.datetime.now(dt.UTC)
+    short = make_envoy(
+        ca,
+        tmp_path,
+        "short",
+        not_before=now - dt.timedelta(seconds=1),
+        validity=dt.timedelta(seconds=4),
+    )
+    ctx = pki.client_context(short.paths.ca, cert_file=short.paths.cert, key_file=short.paths.key)
+    sessions = http11.TLSSessions()
+    async with await http11.connect("127.0.0.2", node_a.port, ctx, sessions=sessions) as conn:
+        assert (await conn.request("GET", "/swarm/v1/identity")).status == 200
+    expiry = x509.load_pem_x509_certificate(short.paths.cert.read_bytes()).not_valid_after_utc
+    with trio.fail_after(15):
+        while dt.datetime.now(dt.UTC) <= expiry:
+            await trio.sleep(0.1)
+    async with await http11.connect("127.0.0.2", node_a.port, ctx, sessions=sessions) as conn:
+        assert sessions.resumed == 1
+        resp = await conn.request("GET", "/swarm/v1/identity")
+    assert resp.status == 403 and "expired" in resp.json()["error"]["message"]
+
+
+def test_a_session_is_not_kept_past_the_peers_certificate_or_its_age() -> None:
+    from vigo_swarm.pki import PeerIdentity
+
+    class Session:
+        has_ticket = True
+
+    def peer(left_s: float) -> PeerIdentity:
+        not_after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left_s)
+        return PeerIdentity(None, 1, None, True, not_after)
+
+    async def main() -> None:
+        sessions = http11.TLSSessions(max_entries=2, max_age_s=100)
+        sessions.put(("h", 1, None), Session(), peer(3600))  # type: ignore[arg-type]
+        sessions.put(("h", 2, None), Session(), peer(-1))  # type: ignore[arg-type]
+        assert sessions.get(("h", 1, None)) is not None and sessions.get(("h", 2, None)) is None
+        sessions.put(("h", 3, None), Session(), peer(3600))  # type: ignore[arg-type]
+        sessions.put(("h", 4, None), Session(), peer(3600))  # type: ignore[arg-type]
+        assert sessions.get(("h", 1, None)) is None  # the oldest went: at most 2
+        await trio.sleep(101)
+        assert sessions.get(("h", 4, None)) is None  # older than max_age_s
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -7,8 +7,8 @@ a handler must see the *verified peer certificate* (hypercorn hides it) and beca
 is as fast for bulk bodies (STACK.md). HTTP/2 is never offered: ALPN says http/1.1.
 
 Modules: ``server`` (``Request``, ``Response``, ``Router``, ``HTTPSServer``), ``client``
-(``connect``, ``HTTPSConnection``), ``_wire`` (the sizes both use). Everything public is
-re-exported here: callers write ``http11.ClientError``.
+(``connect``, ``HTTPSConnection``, ``TLSSessions``), ``_wire`` (the sizes both use).
+Everything public is re-exported here: callers write ``http11.ClientError``.
 
 Exceptions::
 
@@ -35,6 +35,7 @@ from .client import (
     ClientResponse,
     HTTPSConnection,
     PeerIdentityMismatch,
+    TLSSessions,
     connect,
     retry_after_s,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Router",
     "ServerLimits",
     "ServerStats",
+    "TLSSessions",
     "connect",
     "json_response",
     "retry_after_s",

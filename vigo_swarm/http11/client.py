@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
 import socket as _socket
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 import trio
 
+from .. import pki
 from ..pki import IdentityError, PeerIdentity, identity_from_peercert
 from ..tlsstream import TLSStream
 from ._wire import BODY_LOWAT_BYTES, MAX_HEADER_BYTES, TLS_RECORD_SLACK, next_event
@@ -84,11 +86,59 @@ class _LowWater:
             self._value = value
 
 
+SessionKey = tuple[str, int, uuid.UUID | None]
+
+
+class TLSSessions:
+    """TLS 1.3 sessions a client may resume, one per (host, port, expected peer UUID).
+
+    A resumed handshake skips the certificates and their signatures: about half of a
+    handshake's CPU (1.9 ms -> 0.95 ms with OpenSSL 3.0 here), and at a filecast's start
+    every receiver dials every peer. The peer is still the one its certificate proved
+    in the first handshake (the session carries that certificate, so ``getpeercert``,
+    the UUID check and the revocation check see it). A session is resumed for at most
+    ``max_age_s`` and never past that certificate's expiry; the server side refuses an
+    expired certificate on a resumed session too (``HTTPSServer``).
+    """
+
+    def __init__(self, max_entries: int = 1024, max_age_s: float = 600.0) -> None:
+        self.max_entries, self.max_age_s = max_entries, max_age_s
+        self._entries: dict[SessionKey, tuple[ssl.SSLSession, float]] = {}
+        self.resumed = 0  # handshakes that resumed a session
+
+    def get(self, key: SessionKey) -> ssl.SSLSession | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        session, until = entry
+        if trio.current_time() >= until:
+            del self._entries[key]
+            return None
+        return session
+
+    def put(self, key: SessionKey, session: ssl.SSLSession | None, peer: PeerIdentity) -> None:
+        if session is None or not session.has_ticket:
+            return
+        left_s = (peer.not_after - dt.datetime.now(dt.UTC)).total_seconds()
+        until = trio.current_time() + min(self.max_age_s, left_s)
+        self._entries.pop(key, None)  # newest last: the oldest goes first when full
+        self._entries[key] = (session, until)
+        while len(self._entries) > self.max_entries:
+            del self._entries[next(iter(self._entries))]
+
+
 class HTTPSConnection:
     """One keep-alive HTTP/1.1 connection to a peer. Use ``async with connect(...)``."""
 
-    def __init__(self, stream: TLSStream, peer: PeerIdentity) -> None:
+    def __init__(
+        self,
+        stream: TLSStream,
+        peer: PeerIdentity,
+        remember: Callable[[ssl.SSLSession | None], None] | None = None,
+    ) -> None:
+        """``remember``: called with the TLS session when the connection closes."""
         self._stream = stream
+        self._remember = remember
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._closing = False  # the last answer said "connection: close"
         self._between = True  # no request begun, or the last one's answer read whole
@@ -204,6 +254,9 @@ class HTTPSConnection:
                 raise ClientError(f"response to {method} {path} ended early")
 
     async def aclose(self) -> None:
+        if self._remember is not None:
+            self._remember(self._stream.session)
+            self._remember = None
         await trio.aclose_forcefully(self._stream)
 
     async def __aenter__(self) -> HTTPSConnection:
@@ -222,16 +275,22 @@ async def connect(
     expect_server: bool = False,
     timeout_s: float = 10.0,
     local_address: str | None = None,
+    sessions: TLSSessions | None = None,
 ) -> HTTPSConnection:
     """Dial, handshake and check the peer's identity before any request is sent.
 
     ``local_address`` pins the source address (a node bound to one address dials from it,
-    so the far end sees the address it can dial back).
+    so the far end sees the address it can dial back). ``sessions``: resume an earlier
+    session with this peer when there is one, and keep this one when it closes.
     """
+    key: SessionKey = (host, port, expect_uuid)
+    session = sessions.get(key) if sessions is not None else None
     try:
         with trio.fail_after(timeout_s):
             tcp = await trio.open_tcp_stream(host, port, local_address=local_address)
-            stream = TLSStream(tcp, ssl_context, server_side=False, server_hostname=host)
+            stream = TLSStream(
+                tcp, ssl_context, server_side=False, server_hostname=host, session=session
+            )
             try:
                 await stream.do_handshake()
             except BaseException:
@@ -247,13 +306,18 @@ async def connect(
             raise PeerIdentityMismatch(f"{host}:{port} is {peer.uuid}, not {expect_uuid}")
         if expect_server and not peer.is_server:
             raise PeerIdentityMismatch(f"{host}:{port} is not the server lite")
+        pki.check_not_expired(peer)  # a resumed session skips OpenSSL's own check
     except IdentityError as exc:
         await trio.aclose_forcefully(stream)
         raise ClientError(f"{host}:{port}: {exc}") from exc
     except PeerIdentityMismatch:
         await trio.aclose_forcefully(stream)
         raise
-    return HTTPSConnection(stream, peer)
+    if sessions is None:
+        return HTTPSConnection(stream, peer)
+    if stream.session_reused:
+        sessions.resumed += 1
+    return HTTPSConnection(stream, peer, lambda s: sessions.put(key, s, peer))
 
 
 def retry_after_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 300.0) -> float:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
-from ..pki import IdentityError, PeerIdentity, identity_from_peercert
+from ..pki import IdentityError, PeerIdentity, check_not_expired, identity_from_peercert
 from ..tlsstream import TLSStream
 from ._wire import JSON_TYPE, MAX_HEADER_BYTES, SEND_BUFFER_BYTES, next_event
 
@@ -216,7 +216,9 @@ class HTTPSServer:
     def _peer_of(self, stream: TLSStream) -> PeerIdentity | None:
         if not stream.getpeercert(binary_form=True):
             return None  # no certificate (allowed only where client certs are optional)
-        return identity_from_peercert(stream.getpeercert())
+        peer = identity_from_peercert(stream.getpeercert())
+        check_not_expired(peer)  # a resumed session skips OpenSSL's own expiry check
+        return peer
 
     async def _serve_connection(self, stream: TLSStream, remote: str) -> None:
         bad_identity: str | None = None
