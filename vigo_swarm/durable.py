@@ -35,12 +35,13 @@ def write_all(fd: int, data: memoryview, offset: int | None) -> None:
         data, offset = data[n:], None if offset is None else offset + n
 
 
-def write_new(path: PathArg, data: bytes | memoryview, mode: int) -> None:
-    """Create ``path`` (it must not exist), write ``data``, fsync."""
+def write_new(path: PathArg, data: bytes | memoryview, mode: int, *, sync: bool = True) -> None:
+    """Create ``path`` (it must not exist), write ``data``, fsync (unless ``sync`` is off)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
     try:
         write_all(fd, memoryview(data), None)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
