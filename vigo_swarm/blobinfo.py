@@ -19,6 +19,7 @@ from .node import SwarmNode
 from .peers import PeerView
 
 BLOBS = "/swarm/v1/blobs/"
+KEEP_GRACE_S = 0.02  # once a chunk list is found, how long the other answers may take
 
 
 async def info_from_peers(
@@ -43,13 +44,15 @@ async def info_from_peers(
     ``keep``: the connections whose answer came whole are left open in it, one per peer,
     for the fetch that follows (it then dials none of those peers again); the caller
     closes what it does not use. The peers are then first all asked without waiting,
-    so that every connection ends at an answer, and only if none holds the blob yet
-    again with ``wait_s`` (those long-polls, cancelled once one answers, are closed).
+    so that every connection ends at an answer (the ones still unanswered
+    ``KEEP_GRACE_S`` after a chunk list was found are cancelled and closed: a busy peer
+    does not hold up the fetch), and only if none holds the blob yet again with
+    ``wait_s`` (those long-polls, cancelled once one answers, are closed).
     """
     found: list[BlobInfo] = []
     peers = list(peers)
 
-    async def ask(peer: PeerView, wait: float, first: trio.CancelScope | None) -> None:
+    async def ask(peer: PeerView, wait: float, scope: trio.CancelScope, grace: float) -> None:
         path = f"{base}{sha256}/info" + (f"?wait={wait:g}" if wait > 0 else "")
         conn = keep.pop(peer.uuid, None) if keep is not None else None
         try:
@@ -74,18 +77,16 @@ async def info_from_peers(
             on_mismatch(peer, why)
             return
         found.append(info)
-        if first is not None:
-            first.cancel()
+        scope.deadline = min(scope.deadline, trio.current_time() + grace)  # the rest: soon
 
-    async def everyone(wait: float, stop_at_first: bool) -> None:
+    async def everyone(wait: float, grace: float) -> None:
         async with trio.open_nursery() as nursery:
-            first = nursery.cancel_scope if stop_at_first else None
             for peer in peers:
-                nursery.start_soon(ask, peer, wait, first)
+                nursery.start_soon(ask, peer, wait, nursery.cancel_scope, grace)
 
     if keep is not None and wait_s > 0:
-        await everyone(0.0, stop_at_first=False)
+        await everyone(0.0, KEEP_GRACE_S)
         if found:
             return found[0]
-    await everyone(wait_s, stop_at_first=True)
+    await everyone(wait_s, 0.0)
     return found[0] if found else None

@@ -574,3 +574,35 @@ async def test_the_connections_that_fetched_the_chunk_list_carry_the_fetch(
     with trio.move_on_after(0.5):
         await info_from_peers(me, me.peers(), other, lambda i: None, print, wait_s=5, keep=kept)
     assert kept == {}
+
+
+async def test_a_peer_slow_to_answer_does_not_hold_up_the_chunk_list_once_found(
+    tmp_path: Path, nursery: trio.Nursery, source: tuple[Path, BlobInfo]
+) -> None:
+    from vigo_swarm import http11
+    from vigo_swarm.blobinfo import info_from_peers
+
+    ca = FleetCA.load_or_create(tmp_path / "ca")
+    path, info = source
+    slow = loopback_node(make_envoy(ca, tmp_path, "slow"), 104, None)
+
+    async def never(request: http11.Request) -> http11.Response:
+        await trio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    slow.router.add("GET", "/swarm/v1/blobs/{sha}/info", never, max_body=0)
+    await nursery.start(slow.run)
+    (holder, holder_store), (me, _) = [
+        await start(ca, tmp_path, nursery, 105 + i) for i in range(2)
+    ]
+    introduce([slow, holder, me])
+    await wait_until(lambda: len(me.peers()) == 2, "peers")
+    holder_store.add_file(path, CHUNK)
+    ready: dict = {}  # type: ignore[type-arg]
+    with trio.fail_after(20):
+        found = await info_from_peers(
+            me, me.peers(), info.sha256, lambda i: None, print, wait_s=5, keep=ready
+        )
+    assert found == info and set(ready) == {holder.identity.uuid}
+    for conn in ready.values():
+        await conn.aclose()
