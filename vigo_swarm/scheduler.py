@@ -18,8 +18,14 @@ Policy (BitTorrent's lessons, see ANCHORS.md):
   advertises anything): then in index order, since there is no rarity to spread and
   chunks that arrive in order let the whole-blob hash run during the transfer.
 - *Endgame*: once every missing chunk has a request in flight, a peer may be asked for
-  one already in flight elsewhere (at most ``endgame_max_requests`` at once, fewest
-  requests first); the first good copy cancels the rest (``on_chunk_ok`` returns them).
+  one already in flight elsewhere that is *late* — asked ``endgame_late_factor`` times
+  the typical chunk's time ago or more (an average of the good chunks' request-to-verified
+  times), and at least ``endgame_min_wait_s`` ago — at most ``endgame_max_requests``
+  at once, fewest requests first; the first good copy cancels the rest (``on_chunk_ok``
+  returns them). A copy asked of a healthy peer would only arrive second: HTTP/1.1
+  cannot cancel a request on the wire, so it would take the receiver's link from the
+  chunks still missing (bench/filecast.py: a third of a receiver's last 25 chunks were
+  such copies).
 - *Penalties*: a bad chunk (hash mismatch) is never asked of that peer again, and after
   ``ban_after_bad`` bad chunks the peer is banned for this blob. A timeout is a smaller
   penalty: the peer's limit halves, and the chunk may be asked of it again.
@@ -57,6 +63,8 @@ class SchedulerConfig:
     request_timeout_s: float = 30.0
     ban_after_bad: int = 3
     endgame_max_requests: int = 3
+    endgame_late_factor: float = 2.0
+    endgame_min_wait_s: float = 0.2
     random_first_chunks: int = 1
 
     def __post_init__(self) -> None:
@@ -66,6 +74,8 @@ class SchedulerConfig:
             raise ValueError("request_timeout_s must be > 0 and ban_after_bad >= 1")
         if self.endgame_max_requests < 1 or self.random_first_chunks < 0:
             raise ValueError("endgame_max_requests must be >= 1, random_first_chunks >= 0")
+        if self.endgame_late_factor < 0 or self.endgame_min_wait_s < 0:
+            raise ValueError("endgame_late_factor and endgame_min_wait_s must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +129,7 @@ class ChunkScheduler(Generic[PeerId]):
         self._availability = [0] * num_chunks
         self._requests: dict[int, set[PeerId]] = {}  # chunk -> peers asked; never empty
         self._peers: dict[PeerId, _Peer] = {}
+        self._typical_s: float | None = None  # average request-to-verified time, good chunks
 
     # ------------------------------------------------------------ what peers hold
 
@@ -192,8 +203,12 @@ class ChunkScheduler(Generic[PeerId]):
         for i in picks:
             self._request(peer, state, i, now)
         if len(picks) < room and self.endgame():
-            cap = self.config.endgame_max_requests
-            dups = sorted(i for i in usable - set(picks) if len(self._requests[i]) < cap)
+            cap, late = self.config.endgame_max_requests, now - self._late_after_s()
+            dups = sorted(
+                i
+                for i in usable - set(picks)
+                if len(self._requests[i]) < cap and self._first_asked(i) <= late
+            )
             more = self._pick(
                 dups, room - len(picks), lambda i: (len(self._requests[i]), self._availability[i])
             )
@@ -224,6 +239,16 @@ class ChunkScheduler(Generic[PeerId]):
             picks += group[: count - len(picks)]
         return picks
 
+    def _late_after_s(self) -> float:
+        """How long a chunk is in flight before the endgame may ask another peer for it."""
+        typical = self._typical_s or 0.0
+        return max(self.config.endgame_min_wait_s, self.config.endgame_late_factor * typical)
+
+    def _first_asked(self, index: int) -> float:
+        """When chunk ``index``, in flight, was first asked for."""
+        timeout = self.config.request_timeout_s
+        return min(self._peers[p].in_flight[index] for p in self._requests[index]) - timeout
+
     def _request(self, peer: PeerId, state: _Peer, index: int, now: float) -> None:
         state.in_flight[index] = now + self.config.request_timeout_s
         self._requests.setdefault(index, set()).add(peer)
@@ -253,6 +278,11 @@ class ChunkScheduler(Generic[PeerId]):
         self._checked([index])
         state = self._peers.get(peer)
         if state is not None:
+            deadline = state.in_flight.get(index)
+            if deadline is not None:  # how long this good chunk took, into the average
+                took = max(0.0, now - (deadline - self.config.request_timeout_s))
+                typical = self._typical_s
+                self._typical_s = took if typical is None else 0.8 * typical + 0.2 * took
             self._unrequest(peer, state, index)
         if index in self._have:
             return set()  # a late duplicate (endgame) or a repeat

@@ -94,8 +94,9 @@ def test_no_duplicates_before_endgame_then_endgame_cancels() -> None:
         s.set_peer_chunks(peer, range(4))
     assert sorted(s.next_requests("a", 0.0)) == [0, 1, 2, 3]
     assert s.endgame()
-    dup_b = s.next_requests("b", 0.0)
-    dup_c = s.next_requests("c", 0.0)
+    assert s.next_requests("b", 0.1) == []  # not late yet (endgame_min_wait_s 0.2)
+    dup_b = s.next_requests("b", 0.5)
+    dup_c = s.next_requests("c", 0.5)
     assert sorted(dup_b) == sorted(dup_c) == [0, 1, 2, 3]
     assert s.next_requests("d", 0.0) == []  # unknown peer
     cancels = s.on_chunk_ok("b", 2, 1.0)
@@ -105,13 +106,30 @@ def test_no_duplicates_before_endgame_then_endgame_cancels() -> None:
     assert s.statistics().have == 1
 
 
+def test_the_endgame_copies_only_a_chunk_late_against_the_typical_chunks_time() -> None:
+    """Copies cost the receiver's link (a request on the wire cannot be cancelled): the
+    endgame asks another peer only for a chunk in flight for twice the typical time."""
+    s = make(4, max_in_flight=1)
+    for peer in "ab":
+        s.set_peer_chunks(peer, range(4))
+    for t in (0.0, 1.0):  # two chunks from a, one second each: typical 1 s
+        (i,) = s.next_requests("a", t)
+        s.on_chunk_ok("a", i, t + 1.0)
+    (slow,) = s.next_requests("a", 2.0)
+    (other,) = s.next_requests("b", 2.0)
+    s.on_chunk_ok("b", other, 3.0)  # one second too: typical stays 1 s
+    assert s.endgame() and s.next_requests("b", 3.9) == []  # in flight 1.9 s: not late
+    assert s.next_requests("b", 4.1) == [slow]  # 2.1 s: late, ask b too
+    assert s.on_chunk_ok("b", slow, 4.5) == {("a", slow)}
+
+
 def test_endgame_duplicates_are_capped() -> None:
     s = make(1, endgame_max_requests=2)
     for peer in "abc":
         s.set_peer_chunks(peer, [0])
     assert s.next_requests("a", 0.0) == [0]
-    assert s.next_requests("b", 0.0) == [0]
-    assert s.next_requests("c", 0.0) == []
+    assert s.next_requests("b", 1.0) == [0]
+    assert s.next_requests("c", 1.0) == []
 
 
 def test_a_bad_chunk_is_not_asked_again_and_bans_after_n() -> None:
