@@ -36,19 +36,12 @@ async def test_hostile_partner_changes_nothing_outside(
     outside.mkdir()
     honest = evil.folder() / "ok.txt"
     honest.write_bytes(b"fine")
-    corrupt = evil.folder() / "corrupt.bin"
-    corrupt.write_bytes(os.urandom(200_000))
-    os.symlink(outside, evil.folder() / "link")  # a link out of the folder, then a write via it
-    ps_evil = next(iter(evil.svc.people.values()))
-    await wait_until(
-        lambda: evil.svc.index.get(ps_evil.person.pid, "corrupt.bin") is not None, "evil index"
-    )
-
-    # Serve every chunk with one byte flipped (the store would never do it by itself).
+    # Serve every chunk of corrupt.bin with one byte flipped (the store would never do it
+    # by itself), from before the file is there: the victim never gets an honest copy.
+    payload = os.urandom(200_000)
+    bad = hashlib.sha256(payload).hexdigest()
     served = []
     real_read = evil.svc.store.read_chunk
-
-    bad = hashlib.sha256(corrupt.read_bytes()).hexdigest()
 
     def flipped(sha: str, index: int) -> bytes:
         data = bytearray(real_read(sha, index))
@@ -58,6 +51,13 @@ async def test_hostile_partner_changes_nothing_outside(
         return bytes(data)
 
     evil.svc.store.read_chunk = flipped  # type: ignore[method-assign]
+    corrupt = evil.folder() / "corrupt.bin"
+    corrupt.write_bytes(payload)
+    os.symlink(outside, evil.folder() / "link")  # a link out of the folder, then a write via it
+    ps_evil = next(iter(evil.svc.people.values()))
+    await wait_until(
+        lambda: evil.svc.index.get(ps_evil.person.pid, "corrupt.bin") is not None, "evil index"
+    )
     by = str(evil.node.identity.uuid)
     text = hashlib.sha256(b"x").hexdigest()
     rows = [
