@@ -10,15 +10,19 @@ Serving (routes on the node's router; every caller is a verified, unrevoked envo
                                                 version differs from V, or after S seconds
     GET /swarm/v1/blobs/<sha256>/chunks/<index> the chunk's bytes, re-verified before sending;
                                                 409 ``not_offered`` when super-seeding
-                                                hides it from this caller (superseed.py)
+                                                hides it from this caller (superseed.py);
+                                                with ``x-vigo-have-after: V``, the answer
+                                                also says our bitmap's version and, if it
+                                                changed since V, the bitmap (``x-vigo-have``)
 
 Fetching (``Fetcher.fetch``): the pure ``ChunkScheduler`` decides which chunk to ask
-which peer for (rarest first, pipelined through several connections per peer, endgame,
+which peer for (rarest first, one or two connections per peer, endgame,
 penalties); this module only moves bytes. Every chunk is verified by the store before
 it is marked; a bad chunk penalizes its peer and goes back to missing; the whole blob is
-verified before it becomes visible. Each fetcher long-polls every peer's bitmap, so a
-chunk one downloader verifies is offered to the others within a round trip: chunks
-flow between downloaders, not only from the seed.
+verified before it becomes visible. A fetch learns every peer's bitmap from its chunk
+answers, and long-polls it on the same connection while it has nothing to ask of that
+peer, so a chunk one downloader verifies is offered to the others within a chunk's
+time: chunks flow between downloaders, not only from the seed.
 
 A blob this envoy originates (its seed dir) is served super-seeded (``BlobServer.
 superseed``): each chunk goes out to one receiver, which passes it on.
