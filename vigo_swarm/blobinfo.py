@@ -43,11 +43,12 @@ async def info_from_peers(
 
     ``keep``: the connections whose answer came whole are left open in it, one per peer,
     for the fetch that follows (it then dials none of those peers again); the caller
-    closes what it does not use. The peers are then first all asked without waiting,
-    so that every connection ends at an answer (the ones still unanswered
-    ``KEEP_GRACE_S`` after a chunk list was found are cancelled and closed: a busy peer
-    does not hold up the fetch), and only if none holds the blob yet again with
-    ``wait_s`` (those long-polls, cancelled once one answers, are closed).
+    closes what it does not use (when no chunk list is found, ``keep`` is left empty).
+    The peers are then first all asked without waiting, so that every connection ends at
+    an answer (the ones still unanswered ``KEEP_GRACE_S`` after a chunk list was found
+    are cancelled and closed: a busy peer does not hold up the fetch), and only if none
+    holds the blob yet again with ``wait_s`` (those long-polls, cancelled once one
+    answers, are closed).
     """
     found: list[BlobInfo] = []
     peers = list(peers)
@@ -89,4 +90,8 @@ async def info_from_peers(
         if found:
             return found[0]
     await everyone(wait_s, 0.0)
-    return found[0] if found else None
+    if found:
+        return found[0]
+    while keep:  # nothing to fetch: nobody will use them
+        await keep.popitem()[1].aclose()
+    return None

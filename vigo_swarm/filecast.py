@@ -268,8 +268,6 @@ class FilecastService:
                 ready: dict[uuid.UUID, http11.HTTPSConnection] = {}
                 info = await self._info_from_peers(rec, ready)
                 if info is None:
-                    for conn in ready.values():
-                        await conn.aclose()
                     state.error = "no source holds this blob yet"
                     await trio.sleep(self.rescan_s)
                     continue

@@ -510,13 +510,10 @@ class Fetcher:
         if wait_s:
             advert.polled_at = trio.current_time()
         resp = await conn.request("GET", path, timeout_s=wait_s + 10)
-        if resp.status == 404:
-            advert.version = resp.headers.get(HAVE_VERSION, "")[:64]
-            advert.heard_at = trio.current_time()
-            return
-        if resp.status != 200:
+        if resp.status not in (200, 404):  # 404: it holds none of the blob yet
             raise http11.ClientError(f"have answered {resp.status}")
-        self._heard(peer, sched, advert, resp.headers.get(HAVE_VERSION, ""), resp.body)
+        bitmap = resp.body if resp.status == 200 else None
+        self._heard(peer, sched, advert, resp.headers.get(HAVE_VERSION, ""), bitmap)
 
     def _heard(
         self,
